@@ -1,0 +1,55 @@
+"""Callbacks the run folder relies on: training-curve plots and a checkpoint on interruption."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import OnExceptionCheckpoint
+from lightning.pytorch.utilities import rank_zero_warn
+
+
+class TrainingCurves(L.Callback):
+    """Records every epoch-level train/val metric and plots them to `plots/training_curves.png`."""
+
+    def __init__(self, filename: str = "training_curves.png"):
+        self.filename = filename
+        self.history: dict[str, list[tuple[int, float]]] = {}
+
+    def _record(self, trainer: L.Trainer, prefix: str) -> None:
+        if trainer.sanity_checking:
+            return
+        for key, value in trainer.callback_metrics.items():
+            if key.startswith(prefix) and value.numel() == 1 and not key.endswith("_step"):
+                points = self.history.setdefault(key, [])
+                points[:] = [p for p in points if p[0] != trainer.current_epoch]
+                points.append((trainer.current_epoch, float(value)))
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._record(trainer, "train/")
+        self._plot(trainer)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._record(trainer, "val/")
+
+    def _plot(self, trainer: L.Trainer) -> None:
+        if trainer.is_global_zero:
+            from hotcv_train import plots
+
+            # "train/loss" is logged per step; its epoch mean is "train/loss_epoch".
+            history = {k: v for k, v in self.history.items() if k != "train/loss"}
+            plots.training_curves(history, Path(trainer.default_root_dir) / "plots" / self.filename)
+
+
+class SaveOnInterrupt(OnExceptionCheckpoint):
+    """On Ctrl-C, SIGTERM or a crash mid-fit, save the weights and say how to resume."""
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> Any:
+        if trainer.state.fn != "fit":
+            return
+        super().on_exception(trainer, pl_module, exception)
+        rank_zero_warn(
+            f"{type(exception).__name__} at epoch {trainer.current_epoch}, step {trainer.global_step}: "
+            f"saved {self.ckpt_path}; resume with ckpt_path={self.ckpt_path}"
+        )

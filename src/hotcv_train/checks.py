@@ -1,0 +1,222 @@
+"""Validate a composed config before anything is built.
+
+Every `_target_` node is checked against the signature of what it names: unknown keys (with a
+"did you mean"), missing required keys, values of the wrong type, and local paths that do not
+exist. All problems are collected so a run fails once, listing them all, before any model loads.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import difflib
+import inspect
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+from hydra.utils import get_object
+from omegaconf import DictConfig, OmegaConf
+
+from hotcv_train.errors import UserError
+
+HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
+STAGES = ("fit", "test", "predict")
+RUN_KEYS = {
+    "task_name", "stage", "test_after_fit", "ckpt_path", "seed", "monitor", "monitor_mode",
+    "optimized_metric", "dataset", "module", "trainer", "logger", "callbacks", "paths", "hydra",
+}
+
+# The optional extra that provides a package, for the error when a target's import fails.
+EXTRAS = {
+    "diffusers": "diffusion", "accelerate": "diffusion", "tensorflow": "tf", "av": "video",
+    "wandb": "wandb", "tensorboard": "tensorboard", "tensorboardX": "tensorboard",
+    "scipy": "detection", "pycocotools": "detection", "optuna": "sweep",
+}
+
+
+class PathArg:
+    """Marks a `str` argument as a path (`hub=False`) or a hub id or path (`hub=True`)."""
+
+    def __init__(self, hub: bool):
+        self.hub = hub
+
+
+HubOrPath = Annotated[str, PathArg(hub=True)]
+LocalPath = Annotated[str, PathArg(hub=False)]
+
+
+def looks_local(path: str) -> bool:
+    """A hub id is `name` or `org/name`; anything absolute, relative-dotted or deeper is a path."""
+    return (
+        Path(path).expanduser().exists()
+        or path.startswith(("/", ".", "~"))
+        or path.count("/") > 1
+        or "\\" in path
+    )
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise `UserError` listing every problem in `cfg`, or return quietly."""
+    tree = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    problems = _check_run_keys(tree)
+    _walk(tree, "", problems)
+    if problems:
+        raise UserError(*problems)
+
+
+def _check_run_keys(tree: dict) -> list[str]:
+    problems = []
+    for key in sorted(set(tree) - RUN_KEYS):
+        problems.append(f"{key}: unknown top-level key{_suggest(key, RUN_KEYS)}; remove it")
+    if tree.get("stage") not in STAGES:
+        problems.append(f"stage: must be one of {', '.join(STAGES)}, got {tree.get('stage')!r}")
+    ckpt = tree.get("ckpt_path")
+    if ckpt is not None and not Path(str(ckpt)).expanduser().is_file():
+        problems.append(f"ckpt_path: no such checkpoint file: {ckpt}")
+    return problems
+
+
+def _walk(value: Any, key: str, problems: list[str]) -> None:
+    if isinstance(value, dict):
+        if "_target_" in value:
+            _check_node(value, key, problems)
+        for k, v in value.items():
+            _walk(v, f"{key}.{k}" if key else str(k), problems)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _walk(v, f"{key}[{i}]", problems)
+    elif value == "???":
+        problems.append(f"{key}: missing value; set it, e.g. on the command line: {key}=...")
+
+
+def _check_node(node: dict, key: str, problems: list[str]) -> None:
+    target_name = node["_target_"]
+    try:
+        target = get_object(target_name)
+    except Exception as e:  # hydra wraps the ImportError; find the package that is missing
+        cause = e.__cause__ or e
+        missing = getattr(cause, "name", None) or ""
+        extra = EXTRAS.get(missing.split(".")[0])
+        hint = f"; install it: pip install -e '.[{extra}]'" if extra else ""
+        problems.append(f"{key}._target_: cannot import {target_name!r} ({cause}){hint}")
+        return
+    params, hints, open_kwargs = _signature(target)
+    if params is None:
+        return
+    name = getattr(target, "__name__", target_name)
+    given = [k for k in node if k not in HYDRA_KEYS]
+    if not open_kwargs:
+        for k in given:
+            if k not in params:
+                problems.append(
+                    f"{key}.{k}: unknown key for {name}{_suggest(k, params)}; "
+                    f"known keys: {', '.join(sorted(params))}"
+                )
+    if not node.get("_partial_", False):
+        for p, param in params.items():
+            if param.default is inspect.Parameter.empty and p not in node:
+                problems.append(f"{key}.{p}: missing (required by {name})")
+    for k in given:
+        if k not in hints or node[k] == "???":
+            continue
+        value, hint = node[k], hints[k]
+        if not _matches(value, hint):
+            problems.append(f"{key}.{k}: expected {_type_name(hint)}, got {value!r}")
+        elif isinstance(value, str):
+            problems.extend(_path_problems(f"{key}.{k}", value, hint))
+
+
+def _signature(target: Any) -> tuple[dict | None, dict, bool]:
+    """Named parameters and type hints of `target`, following `**kwargs` up a class's bases."""
+    owners = [target]
+    if inspect.isclass(target):
+        owners = [c.__init__ for c in target.__mro__ if "__init__" in vars(c) and c is not object]
+        if not owners:
+            return {}, {}, False
+    params: dict[str, inspect.Parameter] = {}
+    hints: dict[str, Any] = {}
+    for owner in owners:
+        try:
+            sig = inspect.signature(owner)
+        except (TypeError, ValueError):
+            return None, {}, True
+        try:
+            hints = {**typing.get_type_hints(owner, include_extras=True), **hints}
+        except Exception:  # unresolvable annotations: check keys, not types
+            pass
+        kinds = {p.kind for p in sig.parameters.values()}
+        for p in sig.parameters.values():
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self":
+                params.setdefault(p.name, p)
+        if inspect.Parameter.VAR_KEYWORD not in kinds:
+            return params, hints, False
+        if not inspect.isclass(target):
+            break
+    return params, hints, True
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether a plain config value fits a type hint; unknown hints are given the benefit of doubt."""
+    if isinstance(value, dict) and "_target_" in value:
+        return True  # built by Hydra; its own node is checked separately
+    origin, args = get_origin(hint), get_args(hint)
+    if hint is Any or hint is inspect.Parameter.empty:
+        return True
+    if origin is Annotated:
+        return _matches(value, args[0])
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if origin is Literal:
+        return value in args
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint in (str, Path):
+        return isinstance(value, str)
+    base = origin or hint
+    if base in (list, tuple, collections.abc.Sequence):
+        if not isinstance(value, list):
+            return False
+        item = args[0] if args and (base is not tuple or args[-1] is Ellipsis) else None
+        return item is None or all(_matches(v, item) for v in value)
+    if base in (dict, collections.abc.Mapping):
+        return isinstance(value, dict)
+    return True
+
+
+def _path_problems(key: str, value: str, hint: Any) -> list[str]:
+    marks = [m for a in _annotated(hint) for m in get_args(a)[1:] if isinstance(m, PathArg)]
+    if not marks or Path(value).expanduser().exists():
+        return []
+    if marks[0].hub and not looks_local(value):
+        return []  # a hub id: reached (or reported) when loaded
+    return [f"{key}: no such file or folder: {value}"]
+
+
+def _annotated(hint: Any) -> list[Any]:
+    if get_origin(hint) is Annotated:
+        return [hint]
+    return [a for a in get_args(hint) if get_origin(a) is Annotated]
+
+
+def _type_name(hint: Any) -> str:
+    if get_origin(hint) is Annotated:
+        return _type_name(get_args(hint)[0])
+    if get_origin(hint) in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(hint))
+    if get_origin(hint) is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(hint))
+    if hint is type(None):
+        return "null"
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _suggest(word: str, choices: Any) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

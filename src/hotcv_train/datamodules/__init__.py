@@ -1,0 +1,1 @@
+"""One LightningDataModule per kind of data, all built on `base.HFDataModule`."""

@@ -1,0 +1,211 @@
+"""The data source every datamodule shares: splits from a hub id, a local folder or a generator."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from hotcv_train.checks import HubOrPath, looks_local
+from hotcv_train.errors import UserError
+from hotcv_train.hub import hub_errors
+
+log = logging.getLogger(__name__)
+
+
+def load_source(path: str | None, name: str | None, generator: Callable[[], Any] | None) -> Any:
+    """A `datasets.DatasetDict` from a generator, a `save_to_disk` folder, a data folder or the hub."""
+    import datasets
+
+    if generator is not None:
+        data = generator()
+    elif path is not None and looks_local(path):
+        folder = Path(path).expanduser()
+        if (folder / "dataset_dict.json").exists() or (folder / "state.json").exists():
+            data = datasets.load_from_disk(str(folder))
+        else:  # image folder (class subfolders) or data files: the packaged builders infer which
+            data = datasets.load_dataset(str(folder), name)
+    elif path is not None:
+        with hub_errors(path, "dataset.path", repo_type="dataset"):
+            data = datasets.load_dataset(path, name)
+    else:
+        raise UserError("dataset.path: null needs dataset.generator to make the data")
+    if isinstance(data, datasets.Dataset):
+        data = datasets.DatasetDict({"train": data})
+    return data
+
+
+class RowDataset(Dataset):
+    """Rows of an HF dataset turned into tensors by `to_sample`, in DataLoader workers.
+
+    A row whose image cannot be decoded is skipped with a warning naming it (see `collate`).
+    """
+
+    def __init__(self, rows: Any, to_sample: Callable[[dict], dict], split: str):
+        self.rows, self.to_sample, self.split = rows, to_sample, split
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict | None:
+        try:
+            row = self.rows[index]
+        except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for truncated/corrupt files
+            log.warning("skipping %s sample %d: cannot decode it (%s)", self.split, index, e)
+            return None
+        return self.to_sample(row)
+
+
+def collate(samples: list[dict | None]) -> dict | None:
+    """Default collation, minus the samples that could not be decoded."""
+    samples = [s for s in samples if s is not None]
+    return torch.utils.data.default_collate(samples) if samples else None
+
+
+class HFDataModule(L.LightningDataModule):
+    """Loads and checks the splits once; shards val/test/predict across ranks without padding.
+
+    Subclasses say which columns they need (`check`) and how a row becomes tensors (`to_sample`).
+
+    Args:
+        path: Hub dataset id, `save_to_disk` folder, or data/image folder. Null with `generator`.
+        name: Hub dataset config name, if the dataset has several.
+        generator: Callable returning a DatasetDict (built-in and synthetic data).
+        train_split: Split to train on.
+        val_split: Split to validate on; null carves `val_fraction` of train with `split_seed`.
+        test_split: Split to test on; null tests on the validation split.
+        val_fraction: Fraction of train held out when there is no validation split.
+        split_seed: Seed of that carve (fixed, so every rank and every run agree).
+        batch_size: Per-device training batch size.
+        eval_batch_size: Per-device batch size for val/test/predict.
+        num_workers: DataLoader worker processes per device.
+    """
+
+    def __init__(
+        self,
+        path: HubOrPath | None,
+        name: str | None,
+        generator: Callable[[], Any] | None,
+        train_split: str,
+        val_split: str | None,
+        test_split: str | None,
+        val_fraction: float,
+        split_seed: int,
+        batch_size: int,
+        eval_batch_size: int,
+        num_workers: int,
+    ):
+        super().__init__()
+        if path is not None and generator is not None:
+            raise UserError("dataset.generator: set either dataset.path or dataset.generator")
+        self.path, self.name, self.generator = path, name, generator
+        self.split_names = {"train": train_split, "val": val_split, "test": test_split}
+        self.val_fraction, self.split_seed = val_fraction, split_seed
+        self.batch_size, self.eval_batch_size, self.num_workers = (
+            batch_size, eval_batch_size, num_workers,
+        )
+        self.splits: dict[str, Any] | None = None
+
+    @property
+    def source(self) -> str:
+        return self.path or getattr(self.generator, "func", self.generator).__name__
+
+    def adapt(self, rows: Any) -> Any:
+        """A split as loaded, brought to the configured schema (e.g. renamed columns)."""
+        return rows
+
+    def check(self, rows: Any, split: str) -> list[str]:
+        """Problems with a split's columns or values, one line each (subclasses extend)."""
+        return []
+
+    def to_sample(self, split: str) -> Callable[[dict], dict]:
+        """The function that turns one row of `split` into a dict of tensors."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits is None:
+            self.splits = self._load_splits()
+
+    def _load_splits(self) -> dict[str, Any]:
+        data = load_source(self.path, self.name, self.generator)
+        available = ", ".join(data)
+        problems, splits = [], {}
+        for role, split in self.split_names.items():
+            if split is None:
+                continue
+            if split not in data:
+                problems.append(
+                    f"dataset.{role}_split: no split {split!r} in {self.source} (it has: {available})"
+                )
+            else:
+                splits[role] = data[split]
+        if problems:
+            raise UserError(*problems)
+        if self.split_names["val"] is None and "train" in splits:
+            if not 0 < self.val_fraction < 1:
+                raise UserError(
+                    f"dataset.val_fraction: must be in (0, 1) to carve validation from train, "
+                    f"got {self.val_fraction}"
+                )
+            carved = splits["train"].train_test_split(
+                test_size=self.val_fraction, seed=self.split_seed
+            )
+            splits["train"], splits["val"] = carved["train"], carved["test"]
+        splits.setdefault("test", splits.get("val"))
+        for role, rows in splits.items():
+            if rows is None:
+                continue
+            splits[role] = rows = self.adapt(rows)
+            if len(rows) == 0:
+                problems.append(f"dataset.{role}_split: split of {self.source} is empty")
+            else:
+                problems.extend(self.check(rows, role))
+        if problems:
+            raise UserError(*dict.fromkeys(problems))
+        return splits
+
+    def dataset(self, role: str) -> Dataset:
+        """The torch dataset behind `role` (train, val, test or predict)."""
+        assert self.splits is not None, "call setup() first"
+        rows = self.splits.get(role)
+        if rows is None:
+            raise UserError(f"dataset.{role}_split: {self.source} has no {role} split configured")
+        return RowDataset(rows, self.to_sample(role), role)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def _loader(self, role: str) -> DataLoader:
+        dataset = self.dataset(role)
+        train = role == "train"
+        sampler = None
+        if not train and torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Each rank gets every world_size-th sample and nothing is padded, so metrics and
+            # outputs see every sample exactly once (Lightning leaves a DistributedSampler alone).
+            from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+            sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=collate,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+        )

@@ -1,0 +1,1 @@
+"""One LightningModule per kind of job, all built on `base.TaskModule`."""

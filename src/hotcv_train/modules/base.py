@@ -1,0 +1,94 @@
+"""What every trainable module shares: optimizer/scheduler wiring, loss logging, a NaN guard."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torchmetrics import MeanMetric
+
+
+def cosine_with_warmup(
+    optimizer: torch.optim.Optimizer, num_training_steps: int, warmup_ratio: float
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup over `warmup_ratio` of the steps, then cosine decay to zero.
+
+    The warmup is a ratio, not a step count, so one config fits any dataset size and epoch count.
+    """
+    from transformers import get_cosine_schedule_with_warmup
+
+    warmup = math.ceil(warmup_ratio * num_training_steps)
+    return get_cosine_schedule_with_warmup(optimizer, warmup, num_training_steps)
+
+
+class TaskModule(L.LightningModule):
+    """Runs `step` for train/val/test and logs `<stage>/loss`; subclasses add a model and metrics.
+
+    Args:
+        optimizer: Partial optimizer, called with the parameters to train.
+        scheduler: Partial scheduler, called with the optimizer and `num_training_steps`;
+            stepped every optimizer step. Null for a constant learning rate.
+    """
+
+    def __init__(
+        self,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None,
+    ):
+        super().__init__()
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+
+    def step(self, batch: dict, stage: str) -> torch.Tensor:
+        """Loss of one batch; update `stage`'s metrics on the way."""
+        raise NotImplementedError
+
+    @property
+    def plots_dir(self) -> Path:
+        """Where pictures go: `<run folder>/plots`."""
+        path = Path(self.trainer.default_root_dir) / "plots"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self.step(batch, "train")
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"train/loss is {loss.item()} at epoch {self.current_epoch}, step "
+                f"{self.global_step} (batch {batch_idx}); lower module.optimizer.lr, set "
+                "trainer.gradient_clip_val, or check the data; the last good weights are in "
+                "checkpoints/"
+            )
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        self.train_loss.update(loss.detach())
+        self.log("train/loss_epoch", self.train_loss, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def _eval_step(self, batch: dict, stage: str) -> None:
+        loss = self.step(batch, stage)
+        mean = getattr(self, f"{stage}_loss")
+        mean.update(loss, weight=_batch_size(batch))
+        self.log(f"{stage}/loss", mean, on_epoch=True, prog_bar=stage == "val")
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return optimizer
+        steps = int(self.trainer.estimated_stepping_batches)
+        scheduler = self.scheduler_factory(optimizer, num_training_steps=steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _batch_size(batch: dict) -> int:
+    return len(next(iter(batch.values())))

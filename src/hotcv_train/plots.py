@@ -1,0 +1,95 @@
+"""Pictures for the run folder's `plots/`: curves, confusion matrices, sample grids."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on training machines
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+
+def save(fig: Any, path: Path, loggers: Sequence[Any] = (), step: int = 0) -> Path:
+    """Write `fig` to `path` and hand it to TensorBoard / W&B when those loggers are on."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    for logger in loggers:
+        kind = type(logger).__name__
+        if kind == "TensorBoardLogger":
+            logger.experiment.add_figure(f"plots/{path.stem}", fig, global_step=step)
+        elif kind == "WandbLogger":
+            import wandb
+
+            logger.experiment.log({f"plots/{path.stem}": wandb.Image(str(path))})
+    plt.close(fig)
+    return path
+
+
+def training_curves(history: dict[str, list[tuple[int, float]]], path: Path) -> Path | None:
+    """One panel per metric family (loss, acc, ...), train and val on the same axes."""
+    families: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for key, points in history.items():
+        stage, _, name = key.partition("/")
+        families.setdefault(name.removesuffix("_epoch"), {})[stage] = points
+    if not families:
+        return None
+    fig, axes = plt.subplots(1, len(families), figsize=(4 * len(families), 3.2), squeeze=False)
+    for ax, (name, stages) in zip(axes[0], sorted(families.items())):
+        for stage, points in sorted(stages.items()):
+            epochs, values = zip(*points)
+            ax.plot(epochs, values, marker="o", ms=3, label=stage)
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return save(fig, path)
+
+
+def confusion_matrix(matrix: torch.Tensor, names: Sequence[str] | None, path: Path) -> Path:
+    n = matrix.shape[0]
+    names = list(names) if names else [str(i) for i in range(n)]
+    fig, ax = plt.subplots(figsize=(max(4, 0.45 * n + 2), max(4, 0.45 * n + 1.5)))
+    rates = matrix.float() / matrix.sum(1, keepdim=True).clamp(min=1)
+    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    if n <= 30:
+        ax.set_xticks(range(n), names, rotation=90)
+        ax.set_yticks(range(n), names)
+        for i in range(n):
+            for j in range(n):
+                if matrix[i, j]:
+                    color = "white" if rates[i, j] > 0.5 else "black"
+                    ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7, color=color)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("confusion matrix (test)")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="row rate")
+    return save(fig, path)
+
+
+def to_display(image: torch.Tensor) -> torch.Tensor:
+    """A normalized CHW tensor as an HWC image in [0, 1] (min-max, so no stats are needed)."""
+    image = image.float()
+    image = (image - image.min()) / (image.max() - image.min()).clamp(min=1e-8)
+    return image.permute(1, 2, 0).squeeze(-1)
+
+
+def prediction_grid(
+    samples: Sequence[tuple[torch.Tensor, int, int]], names: Sequence[str] | None, path: Path
+) -> Path | None:
+    """Images titled `pred (true)`, green when right and red when wrong."""
+    if not samples:
+        return None
+    cols = min(8, len(samples))
+    rows = -(-len(samples) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.8 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (image, label, pred) in zip(axes.flat, samples):
+        ax.imshow(to_display(image), cmap="gray")
+        name = (lambda i: names[i] if names else str(i))
+        ax.set_title(f"{name(pred)} ({name(label)})", fontsize=8, color="green" if pred == label else "red")
+    return save(fig, path)

@@ -1,0 +1,105 @@
+"""Config in, run folder out: instantiate, run the stage, write metrics. Nothing task-specific."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from hotcv_train.checks import check_config
+from hotcv_train.errors import UserError
+from hotcv_train.launch import job_environment
+
+log = logging.getLogger("hotcv_train")
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """Run `cfg.stage` (fit then test, test, or predict) and return the final metrics."""
+    check_config(cfg)  # every config problem, listed at once, before anything is built
+
+    import lightning as L
+    from lightning.pytorch.utilities import rank_zero_only
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    output_dir = Path(cfg.paths.output_dir)
+    resolved = output_dir / ".hydra" / "resolved.yaml"
+    if rank_zero_only.rank == 0:
+        resolved.parent.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, resolved, resolve=True)
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = instantiate(cfg.dataset, "dataset")
+    datamodule.setup(cfg.stage)  # load and check the data before any model loads
+    module = instantiate(cfg.module, "module")
+    callbacks = [instantiate(c, f"callbacks.{k}") for k, c in (cfg.callbacks or {}).items() if c]
+    loggers = [instantiate(c, f"logger.{k}") for k, c in (cfg.logger or {}).items() if c]
+    trainer = instantiate(
+        cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False,
+        default_root_dir=str(output_dir),
+    )
+    for logger in trainer.loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    metrics: dict[str, float] = {}
+    try:
+        with job_environment(resolved):
+            if cfg.stage == "fit":
+                trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+                metrics.update(scalars(trainer.callback_metrics))
+                if cfg.test_after_fit:
+                    best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+                    trainer.test(module, datamodule=datamodule, ckpt_path=best)
+            elif cfg.stage == "test":
+                trainer.test(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+            else:
+                trainer.predict(
+                    module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, return_predictions=False
+                )
+            metrics.update(scalars(trainer.callback_metrics))
+    except SIGTERMException:
+        raise SystemExit(143) from None  # Lightning's SIGTERM exit would otherwise report success
+    finally:
+        finish_loggers(trainer.loggers)
+
+    if trainer.is_global_zero:
+        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        print_summary(output_dir, metrics)
+    return metrics
+
+
+def instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
+    """`hydra.utils.instantiate`, logged by config key, with our own errors unwrapped."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate as hydra_instantiate
+
+    log.info("instantiating %s <%s>", key, node.get("_target_"))
+    try:
+        return hydra_instantiate(node, _convert_="object", **kwargs)
+    except InstantiationException as e:
+        cause: BaseException | None = e
+        while cause is not None and not isinstance(cause, UserError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
+            raise cause from None
+        raise
+
+
+def scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+
+
+def finish_loggers(loggers: list[Any]) -> None:
+    """End each W&B run, so the next job of a multirun logs into a run of its own."""
+    if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
+        import wandb
+
+        wandb.finish()
+
+
+def print_summary(output_dir: Path, metrics: dict[str, float]) -> None:
+    width = max((len(k) for k in metrics), default=0)
+    lines = [f"  {k:<{width}}  {v:.4f}" for k, v in sorted(metrics.items())]
+    print("\n".join(["", f"run folder: {output_dir}", "final metrics:", *lines]), flush=True)
