@@ -54,14 +54,18 @@ def build_model(spec: ModelSpec, auto_class: Any, **config: Any) -> Any:
 
     settings = {**spec.config, **config}
     if spec.name_or_path is None:
-        return auto_class.from_config(AutoConfig.for_model(spec.model_type, **settings))
-    with hub_errors(spec.name_or_path, KEY):
-        if not spec.pretrained:
-            return auto_class.from_config(AutoConfig.from_pretrained(spec.name_or_path, **settings))
-        # A new head (another num_labels) replaces the checkpoint's instead of failing to load.
-        return auto_class.from_pretrained(
-            spec.name_or_path, ignore_mismatched_sizes=True, **settings
-        )
+        model = auto_class.from_config(AutoConfig.for_model(spec.model_type, **settings))
+    else:
+        with hub_errors(spec.name_or_path, KEY):
+            if spec.pretrained:
+                # A new head (another num_labels) replaces the checkpoint's instead of failing.
+                model = auto_class.from_pretrained(
+                    spec.name_or_path, ignore_mismatched_sizes=True, **settings
+                )
+            else:
+                config = AutoConfig.from_pretrained(spec.name_or_path, **settings)
+                model = auto_class.from_config(config)
+    return model.train()  # from_pretrained returns eval mode; Lightning switches per stage
 
 
 def load_image_processor(name_or_path: str) -> Any:
