@@ -65,7 +65,11 @@ def train_py(*args: str, cwd: Path, timeout: float = 600) -> subprocess.Complete
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"}
     return subprocess.run(
         [sys.executable, str(ROOT / "train.py"), *TEST_OVERRIDES, *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

@@ -45,7 +45,9 @@ class TrainingCurves(L.Callback):
 class SaveOnInterrupt(OnExceptionCheckpoint):
     """On Ctrl-C, SIGTERM or a crash mid-fit, save the weights and say how to resume."""
 
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> Any:
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> Any:
         if trainer.state.fn != "fit":
             return
         super().on_exception(trainer, pl_module, exception)

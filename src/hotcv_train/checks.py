@@ -8,6 +8,7 @@ exist. All problems are collected so a run fails once, listing them all, before 
 from __future__ import annotations
 
 import collections.abc
+import contextlib
 import difflib
 import inspect
 import types
@@ -23,15 +24,35 @@ from hotcv_train.errors import UserError
 HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
 STAGES = ("fit", "test", "predict")
 RUN_KEYS = {
-    "task_name", "stage", "test_after_fit", "ckpt_path", "seed", "monitor", "monitor_mode",
-    "optimized_metric", "dataset", "module", "trainer", "logger", "callbacks", "paths", "hydra",
+    "task_name",
+    "stage",
+    "test_after_fit",
+    "ckpt_path",
+    "seed",
+    "monitor",
+    "monitor_mode",
+    "optimized_metric",
+    "dataset",
+    "module",
+    "trainer",
+    "logger",
+    "callbacks",
+    "paths",
+    "hydra",
 }
 
 # The optional extra that provides a package, for the error when a target's import fails.
 EXTRAS = {
-    "diffusers": "diffusion", "accelerate": "diffusion", "tensorflow": "tf", "av": "video",
-    "wandb": "wandb", "tensorboard": "tensorboard", "tensorboardX": "tensorboard",
-    "scipy": "detection", "pycocotools": "detection", "optuna": "sweep",
+    "diffusers": "diffusion",
+    "accelerate": "diffusion",
+    "tensorflow": "tf",
+    "av": "video",
+    "wandb": "wandb",
+    "tensorboard": "tensorboard",
+    "tensorboardX": "tensorboard",
+    "scipy": "detection",
+    "pycocotools": "detection",
+    "optuna": "sweep",
 }
 
 
@@ -141,10 +162,8 @@ def _signature(target: Any) -> tuple[dict | None, dict, bool]:
             sig = inspect.signature(owner)
         except (TypeError, ValueError):
             return None, {}, True
-        try:
+        with contextlib.suppress(Exception):  # unresolvable annotations: check keys, not types
             hints = {**typing.get_type_hints(owner, include_extras=True), **hints}
-        except Exception:  # unresolvable annotations: check keys, not types
-            pass
         kinds = {p.kind for p in sig.parameters.values()}
         for p in sig.parameters.values():
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self":

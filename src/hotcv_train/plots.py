@@ -9,8 +9,8 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on training machines
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
 
 
 def save(fig: Any, path: Path, loggers: Sequence[Any] = (), step: int = 0) -> Path:
@@ -62,7 +62,9 @@ def confusion_matrix(matrix: torch.Tensor, names: Sequence[str] | None, path: Pa
             for j in range(n):
                 if matrix[i, j]:
                     color = "white" if rates[i, j] > 0.5 else "black"
-                    ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7, color=color)
+                    ax.text(
+                        j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7, color=color
+                    )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title("confusion matrix (test)")
@@ -90,6 +92,6 @@ def prediction_grid(
         ax.axis("off")
     for ax, (image, label, pred) in zip(axes.flat, samples):
         ax.imshow(to_display(image), cmap="gray")
-        name = (lambda i: names[i] if names else str(i))
-        ax.set_title(f"{name(pred)} ({name(label)})", fontsize=8, color="green" if pred == label else "red")
+        title = f"{names[pred]} ({names[label]})" if names else f"{pred} ({label})"
+        ax.set_title(title, fontsize=8, color="green" if pred == label else "red")
     return save(fig, path)

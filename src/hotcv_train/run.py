@@ -37,7 +37,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
     callbacks = [instantiate(c, f"callbacks.{k}") for k, c in (cfg.callbacks or {}).items() if c]
     loggers = [instantiate(c, f"logger.{k}") for k, c in (cfg.logger or {}).items() if c]
     trainer = instantiate(
-        cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False,
+        cfg.trainer,
+        "trainer",
+        callbacks=callbacks,
+        logger=loggers or False,
         default_root_dir=str(output_dir),
     )
     for logger in trainer.loggers:

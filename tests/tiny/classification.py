@@ -16,13 +16,19 @@ def tiny_vit(folder: Path, image_size: int = 32) -> Path:
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
     config = ViTConfig(
-        image_size=image_size, patch_size=8, hidden_size=32, num_hidden_layers=2,
-        num_attention_heads=2, intermediate_size=64, num_labels=NUM_LABELS,
+        image_size=image_size,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=NUM_LABELS,
     )
     ViTForImageClassification(config).save_pretrained(folder)
     ViTImageProcessor(
         size={"height": image_size, "width": image_size},
-        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
     ).save_pretrained(folder)
     return folder
 
@@ -60,7 +66,9 @@ def tiny_cifar(folder: Path, n_train: int = 48, n_test: int = 17) -> Path:
     splits = {}
     for split, n, seed in (("train", n_train, 0), ("test", n_test, 1)):
         images, labels = colour_images(n, seed)
-        splits[split] = datasets.Dataset.from_dict({"img": images, "label": labels}, features=features)
+        splits[split] = datasets.Dataset.from_dict(
+            {"img": images, "label": labels}, features=features
+        )
     datasets.DatasetDict(splits).save_to_disk(str(folder))
     return folder
 

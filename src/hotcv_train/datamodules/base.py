@@ -107,7 +107,9 @@ class HFDataModule(L.LightningDataModule):
         self.split_names = {"train": train_split, "val": val_split, "test": test_split}
         self.val_fraction, self.split_seed = val_fraction, split_seed
         self.batch_size, self.eval_batch_size, self.num_workers = (
-            batch_size, eval_batch_size, num_workers,
+            batch_size,
+            eval_batch_size,
+            num_workers,
         )
         self.splits: dict[str, Any] | None = None
 

@@ -55,7 +55,11 @@ class ImageClassificationDataModule(HFDataModule):
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        self.image_column, self.label_column, self.num_labels = image_column, label_column, num_labels
+        self.image_column, self.label_column, self.num_labels = (
+            image_column,
+            label_column,
+            num_labels,
+        )
         self.processor = processor
         self.overrides = (image_size, image_mean, image_std)
         self.crop_scale, self.hflip = tuple(crop_scale), hflip
@@ -82,7 +86,10 @@ class ImageClassificationDataModule(HFDataModule):
         problems = [
             f"dataset.{key}: no column {col!r} in the {split} split of {self.source} "
             f"(columns: {', '.join(rows.column_names)})"
-            for key, col in (("image_column", self.image_column), ("label_column", self.label_column))
+            for key, col in (
+                ("image_column", self.image_column),
+                ("label_column", self.label_column),
+            )
             if col not in rows.column_names
         ]
         if problems:
@@ -112,7 +119,12 @@ class ImageClassificationDataModule(HFDataModule):
         else:
             geometry = [v2.Resize(p.size, antialias=True)]
         transform = v2.Compose(
-            [v2.ToImage(), *geometry, v2.ToDtype(torch.float32, scale=True), v2.Normalize(p.mean, p.std)]
+            [
+                v2.ToImage(),
+                *geometry,
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(p.mean, p.std),
+            ]
         )
         return partial(
             classification_sample,

@@ -44,4 +44,6 @@ def _processor_size(proc: object) -> tuple[int, int]:
         return size["height"], size["width"]
     if "shortest_edge" in size:
         return size["shortest_edge"], size["shortest_edge"]
-    raise UserError(f"dataset.image_size: cannot read an input size from processor {proc!r}; set it")
+    raise UserError(
+        f"dataset.image_size: cannot read an input size from processor {proc!r}; set it"
+    )

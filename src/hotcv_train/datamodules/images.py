@@ -1,0 +1,237 @@
+"""Inputs of the eval-only jobs: an image folder, an HF dataset or a list of files, with references."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from hotcv_train.checks import HubOrPath, looks_local
+from hotcv_train.errors import UserError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".gif"}
+
+
+def find_images(folder: Path) -> dict[str, Path]:
+    """Images under `folder`, recursively, keyed by relative path without suffix (`sub/name`)."""
+    found: dict[str, Path] = {}
+    for file in sorted(folder.rglob("*")):
+        if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file():
+            key = file.relative_to(folder).with_suffix("").as_posix()
+            if key in found:
+                raise UserError(
+                    f"dataset.path: {found[key].name} and {file.name} in {file.parent} share the "
+                    "stem that names their outputs; rename one"
+                )
+            found[key] = file
+    return found
+
+
+def to_tensor(image: Any, mode: str) -> torch.Tensor:
+    """A PIL image as a uint8 tensor: CHW for RGB, HW for single-channel modes (masks)."""
+    array = np.asarray(image.convert(mode))
+    tensor = torch.from_numpy(array.copy())
+    return tensor.permute(2, 0, 1) if tensor.ndim == 3 else tensor
+
+
+class ImageInputs(Dataset):
+    """(id, image, reference) samples; an input that fails to decode is skipped with a warning.
+
+    Images and references are file paths, or row indices into `rows` (an HF dataset) that are
+    decoded only in the worker that needs them.
+    """
+
+    def __init__(
+        self,
+        items: list[tuple[str, Path | int, Path | int | None]],
+        rows: Any,
+        columns: tuple[str, str | None],
+        modes: tuple[str, str],
+    ):
+        self.items, self.rows, self.columns, self.modes = items, rows, columns, modes
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _open(self, source: Path | int, column: str | None, mode: str) -> torch.Tensor:
+        from PIL import Image
+
+        image = Image.open(source) if isinstance(source, Path) else self.rows[source][column]
+        return to_tensor(image, mode)
+
+    def __getitem__(self, index: int) -> dict | None:
+        key, image, reference = self.items[index]
+        try:
+            return {
+                "id": key,
+                "image": self._open(image, self.columns[0], self.modes[0]),
+                "reference": None
+                if reference is None
+                else self._open(reference, self.columns[1], self.modes[1]),
+            }
+        except (OSError, SyntaxError, ValueError) as e:
+            log.warning("skipping input %s: cannot decode it (%s)", key, e)
+            return None
+
+
+def collate_list(samples: list[dict | None]) -> list[dict]:
+    """Inputs keep their own sizes: a batch is a list of samples (undecodable ones dropped)."""
+    return [s for s in samples if s is not None]
+
+
+class ImageInputsDataModule(L.LightningDataModule):
+    """Images to run a pretrained model on, sharded across ranks with each input seen once.
+
+    Args:
+        path: An image folder (searched recursively), a `save_to_disk` folder, or a hub dataset id.
+        files: Explicit list of image files, instead of `path`.
+        split: Split of an HF dataset.
+        image_column: Image column of an HF dataset.
+        id_column: Column naming each row's outputs; null uses the row index.
+        references: Folder of references (masks, clean images) matched to inputs by relative
+            stem, or the reference column of an HF dataset. Null: no scoring.
+        missing_reference: `error` stops before work; `skip` evaluates that input without one.
+        image_mode: PIL mode inputs are converted to (RGB).
+        reference_mode: PIL mode references are converted to (L for label masks, RGB for images).
+        max_inputs: Keep only the first N inputs (null: all).
+        batch_size: Inputs per device per step.
+        num_workers: DataLoader processes per device.
+    """
+
+    def __init__(
+        self,
+        path: HubOrPath | None,
+        files: list[str] | None,
+        split: str,
+        image_column: str,
+        id_column: str | None,
+        references: str | None,
+        missing_reference: Literal["error", "skip"],
+        image_mode: str,
+        reference_mode: str,
+        max_inputs: int | None,
+        batch_size: int,
+        num_workers: int,
+    ):
+        super().__init__()
+        if (path is None) == (files is None):
+            raise UserError("dataset.path: set exactly one of dataset.path and dataset.files")
+        self.path, self.files, self.split = path, files, split
+        self.image_column, self.id_column = image_column, id_column
+        self.references, self.missing_reference = references, missing_reference
+        self.image_mode, self.reference_mode = image_mode, reference_mode
+        self.max_inputs, self.batch_size, self.num_workers = max_inputs, batch_size, num_workers
+        self.items: list[tuple[str, Path | int, Path | int | None]] | None = None
+        self.rows: Any = None  # the HF dataset, when inputs come from one
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.items is None:
+            self.items = self._load_items()
+
+    def _load_items(self) -> list[tuple[str, Path | int, Path | int | None]]:
+        if self.files is not None:
+            missing = [f for f in self.files if not Path(f).expanduser().is_file()]
+            if missing:
+                raise UserError(*(f"dataset.files: no such file: {f}" for f in missing))
+            inputs = {Path(f).with_suffix("").name: Path(f).expanduser() for f in self.files}
+            items = self._match_folder_references(inputs)
+        elif looks_local(self.path) and not _is_saved_dataset(Path(self.path).expanduser()):
+            folder = Path(self.path).expanduser()
+            if not folder.is_dir():
+                raise UserError(f"dataset.path: not a folder of images: {self.path}")
+            items = self._match_folder_references(find_images(folder))
+        else:
+            items = self._dataset_items()
+        if self.max_inputs is not None:
+            items = items[: self.max_inputs]
+        if not items:
+            raise UserError(f"dataset.path: no images found in {self.path or self.files}")
+        return items
+
+    def _match_folder_references(
+        self, inputs: dict[str, Path]
+    ) -> list[tuple[str, Path, Path | None]]:
+        refs: dict[str, Path] = {}
+        if self.references is not None:
+            folder = Path(self.references).expanduser()
+            if not folder.is_dir():
+                raise UserError(f"dataset.references: no such folder: {self.references}")
+            refs = find_images(folder)
+            by_name = {Path(k).name: v for k, v in refs.items()}
+            refs = {k: refs.get(k) or by_name.get(Path(k).name) for k in inputs}
+            missing = [k for k, v in refs.items() if v is None]
+            if missing and self.missing_reference == "error":
+                raise UserError(
+                    f"dataset.references: no reference for {len(missing)} input(s) in "
+                    f"{self.references} (first: {missing[0]}); add them or set "
+                    "dataset.missing_reference=skip to evaluate those inputs unscored"
+                )
+        return [(k, v, refs.get(k)) for k, v in inputs.items()]
+
+    def _dataset_items(self) -> list[tuple[str, int, int | None]]:
+        from hotcv_train.datamodules.base import load_source
+
+        data = load_source(self.path, None, None)
+        if self.split not in data:
+            raise UserError(
+                f"dataset.split: no split {self.split!r} in {self.path} (has: {', '.join(data)})"
+            )
+        rows = data[self.split]
+        needed = {"image_column": self.image_column, "id_column": self.id_column}
+        if self.references is not None:
+            needed["references"] = self.references
+        problems = [
+            f"dataset.{key}: no column {col!r} in {self.path} (columns: {', '.join(rows.column_names)})"
+            for key, col in needed.items()
+            if col is not None and col not in rows.column_names
+        ]
+        if problems:
+            raise UserError(*problems)
+        ids = rows[self.id_column] if self.id_column else [f"{i:06d}" for i in range(len(rows))]
+        if len(set(map(str, ids))) != len(ids):
+            raise UserError(f"dataset.id_column: values of {self.id_column!r} are not unique")
+        self.rows = rows
+        has_refs = self.references is not None
+        return [(str(ids[i]), i, i if has_refs else None) for i in range(len(rows))]
+
+    def _dataset(self) -> ImageInputs:
+        assert self.items is not None, "call setup() first"
+        return ImageInputs(
+            self.items,
+            self.rows,
+            (self.image_column, self.references),
+            (self.image_mode, self.reference_mode),
+        )
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader()
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader()
+
+    def _loader(self) -> DataLoader:
+        dataset = self._dataset()
+        sampler = None
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+            sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            shuffle=False,
+            num_workers=self.num_workers,
+            collate_fn=collate_list,
+        )
+
+
+def _is_saved_dataset(folder: Path) -> bool:
+    return (folder / "dataset_dict.json").exists() or (folder / "state.json").exists()
