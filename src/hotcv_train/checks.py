@@ -170,8 +170,8 @@ def _signature(target: Any) -> tuple[dict | None, dict, bool]:
                 params.setdefault(p.name, p)
         if inspect.Parameter.VAR_KEYWORD not in kinds:
             return params, hints, False
-        if not inspect.isclass(target):
-            break
+        if not owner.__module__.startswith("hotcv_train."):
+            break  # elsewhere **kwargs may go anywhere (DDPStrategy's go to DDP): keys stay open
     return params, hints, True
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, SumMetric
 
 
 def cosine_with_warmup(
@@ -42,6 +42,9 @@ class TaskModule(L.LightningModule):
         super().__init__()
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        # How many samples an evaluation saw, summed over ranks: proof that none was dropped
+        # or counted twice when the data was sharded.
+        self.val_samples, self.test_samples = SumMetric(), SumMetric()
 
     def step(self, batch: dict, stage: str) -> torch.Tensor:
         """Loss of one batch; update `stage`'s metrics on the way."""
@@ -76,9 +79,11 @@ class TaskModule(L.LightningModule):
 
     def _eval_step(self, batch: dict, stage: str) -> None:
         loss = self.step(batch, stage)
-        mean = getattr(self, f"{stage}_loss")
+        mean, count = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_samples")
         mean.update(loss, weight=_batch_size(batch))
+        count.update(_batch_size(batch))
         self.log(f"{stage}/loss", mean, on_epoch=True, prog_bar=stage == "val")
+        self.log(f"{stage}/samples", count, on_epoch=True)
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]
