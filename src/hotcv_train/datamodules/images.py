@@ -35,8 +35,13 @@ def find_images(folder: Path) -> dict[str, Path]:
 
 
 def to_tensor(image: Any, mode: str) -> torch.Tensor:
-    """A PIL image as a uint8 tensor: CHW for RGB, HW for single-channel modes (masks)."""
-    array = np.asarray(image.convert(mode))
+    """A PIL image as a uint8 tensor: CHW for RGB, HW for single-channel modes (masks).
+
+    A palette image read as `L` keeps its indices: in label masks (VOC, ours) they are the labels,
+    which converting through the palette's colours would scramble.
+    """
+    keep_indices = image.mode == "P" and mode == "L"
+    array = np.asarray(image if keep_indices else image.convert(mode))
     tensor = torch.from_numpy(array.copy())
     return tensor.permute(2, 0, 1) if tensor.ndim == 3 else tensor
 
