@@ -1,0 +1,106 @@
+"""ViT classification through the real loading paths: local model folder, save_to_disk, image folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from hotcv_train.run import run
+from tests.tiny.classification import NUM_LABELS, classification_overrides, colour_images, tiny_cifar
+
+
+def read_metrics(run_dir: Path) -> dict[str, float]:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def test_fit_then_test_writes_the_run_folder(make_config, tiny_dir: Path, tmp_path: Path) -> None:
+    cfg = make_config("task=vit_cifar10", *classification_overrides(tiny_dir), "trainer.max_epochs=2")
+    metrics = run(cfg)
+
+    run_dir = tmp_path / "run"
+    assert read_metrics(run_dir) == pytest.approx(metrics)
+    for key in ("test/acc", f"test/acc_top{NUM_LABELS}", "test/loss", "val/loss", "val/acc"):
+        assert key in metrics, key
+    assert metrics["test/samples"] == 17  # every test image, once
+    ckpts = {p.name for p in (run_dir / "checkpoints").iterdir()}
+    assert "last.ckpt" in ckpts and any(n.startswith("best-") for n in ckpts)
+    for plot in ("training_curves.png", "confusion_matrix.png", "test_samples.png"):
+        assert (run_dir / "plots" / plot).stat().st_size > 1000, plot
+    assert (run_dir / "csv" / "metrics.csv").exists()
+    # The classifier head was resized from the checkpoint's to the data's label count.
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["state_dict"]["model.classifier.weight"].shape[0] == NUM_LABELS
+
+
+def test_resume_and_evaluate_a_checkpoint(make_config, tiny_dir: Path, tmp_path: Path) -> None:
+    base = ["task=vit_cifar10", *classification_overrides(tiny_dir)]
+    run(make_config(*base, "trainer.max_epochs=1", "test_after_fit=false"))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["epoch"] == 0
+
+    resumed = tmp_path / "resumed"
+    from tests.conftest import compose_config
+
+    cfg = compose_config(resumed, *base, "trainer.max_epochs=2", f"ckpt_path={last}")
+    run(cfg)
+    state = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["epoch"] == 1  # continued from epoch 0 instead of starting over
+    assert state["global_step"] == 2 * torch.load(last, weights_only=True)["global_step"]
+
+    evaluated = compose_config(tmp_path / "eval", *base, "stage=test", f"ckpt_path={last}")
+    metrics = run(evaluated)
+    assert set(metrics) >= {"test/acc", "test/loss"} and not any(k.startswith("train/") for k in metrics)
+
+
+def test_tiny_vit_learns_well_above_chance(make_config, tiny_dir: Path, tmp_path: Path) -> None:
+    data = tiny_cifar(tmp_path / "learnable", n_train=160, n_test=40)
+    cfg = make_config(
+        "task=vit_cifar10",
+        *classification_overrides(tiny_dir),
+        f"dataset.path={data}",
+        "trainer.max_epochs=6",
+        "module.optimizer.lr=3e-3",
+        "module.scheduler.warmup_ratio=0.05",
+    )
+    metrics = run(cfg)
+    chance = 1 / NUM_LABELS
+    assert metrics["test/acc"] >= chance + 0.45, metrics  # >= 0.70 where chance is 0.25
+    history = (tmp_path / "run" / "csv" / "metrics.csv").read_text().splitlines()
+    header = history[0].split(",")
+    col = header.index("train/loss_epoch")
+    losses = [float(r.split(",")[col]) for r in history[1:] if r.split(",")[col]]
+    assert losses[-1] < 0.6 * losses[0], losses
+
+
+def test_image_folder_source_is_renamed_to_the_configured_columns(
+    make_config, tiny_dir: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "folder"
+    names = ["red", "green", "blue", "grey"]
+    for split, n, seed in (("train", 24, 0), ("test", 8, 1)):
+        images, labels = colour_images(n, seed)
+        for i, (image, label) in enumerate(zip(images, labels)):
+            path = folder / split / names[label] / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            image.save(path)
+    cfg = make_config(
+        "task=vit_cifar10", *classification_overrides(tiny_dir), f"dataset.path={folder}"
+    )
+    metrics = run(cfg)
+    assert metrics["test/samples"] == 8
+
+
+def test_validation_is_carved_from_train_with_a_fixed_seed(make_config, tiny_dir: Path) -> None:
+    from hydra.utils import instantiate
+
+    cfg = make_config("task=vit_cifar10", *classification_overrides(tiny_dir))
+    carve = []
+    for _ in range(2):
+        dm = instantiate(cfg.dataset, _convert_="object")
+        dm.setup("fit")
+        carve.append(sorted(dm.splits["val"]["label"]) + [len(dm.splits["train"])])
+    assert carve[0] == carve[1]
+    assert carve[0][-1] == 48 - 5  # 10% of the 48 training rows held out
