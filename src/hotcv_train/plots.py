@@ -95,3 +95,59 @@ def prediction_grid(
         title = f"{names[pred]} ({names[label]})" if names else f"{pred} ({label})"
         ax.set_title(title, fontsize=8, color="green" if pred == label else "red")
     return save(fig, path)
+
+
+def label_colours(num_labels: int) -> Any:
+    """`(num_labels + 1, 3)` uint8 RGB: black for background (0), then tab10 (tab20 past 10)."""
+    import numpy as np
+
+    cmap = matplotlib.colormaps["tab10" if num_labels <= 10 else "tab20"]
+    colours = [cmap(i % cmap.N)[:3] for i in range(num_labels)]
+    return (np.array([(0.0, 0.0, 0.0), *colours]) * 255).round().astype(np.uint8)
+
+
+def save_label_map(labels: torch.Tensor, num_labels: int, path: Path) -> Path:
+    """An HW label map as a palette PNG: pixel values are the labels, the palette makes it visible.
+
+    Readers that take palette indices (PIL's `np.asarray`, VOC tools, a mode-L reference) get the
+    labels back, so a saved map serves as a reference mask as is.
+    """
+    from PIL import Image
+
+    image = Image.fromarray(labels.to(torch.uint8).numpy())  # mode L; the palette makes it P
+    image.putpalette(label_colours(num_labels).flatten().tolist())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
+
+
+def segmentation_overlay(
+    image: torch.Tensor, labels: torch.Tensor, names: Sequence[str], path: Path, alpha: float = 0.5
+) -> Path:
+    """A uint8 CHW image under its HW label map (label k = `names[k - 1]`), with a legend.
+
+    The legend gives each name's colour and the share of the image it covers.
+    """
+    import numpy as np
+    from matplotlib.patches import Patch
+
+    colours = label_colours(len(names)) / 255
+    labels_np = labels.numpy()
+    overlay = np.zeros((*labels_np.shape, 4))
+    overlay[..., :3] = colours[labels_np]
+    overlay[..., 3] = alpha * (labels_np > 0)
+    height, width = labels_np.shape
+    scale = 4 / max(height, width)
+    fig, ax = plt.subplots(figsize=(width * scale + 0.4, height * scale + 0.4))
+    ax.imshow(image.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray")
+    ax.imshow(overlay, interpolation="nearest")
+    ax.axis("off")
+    shares = np.bincount(labels_np.ravel(), minlength=len(names) + 1) / labels_np.size
+    handles = [
+        Patch(color=colours[k], label=f"{name} ({shares[k]:.0%})")
+        for k, name in enumerate(names, start=1)
+    ]
+    ax.legend(
+        handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False, fontsize=8
+    )
+    return save(fig, path)
