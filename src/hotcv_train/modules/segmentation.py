@@ -23,15 +23,15 @@ def prompt_slug(prompt: str) -> str:
 
 
 def predict_labels(probs: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
-    """Per pixel, the 1-based index of the most probable prompt, or 0 if it misses its threshold.
+    """Per pixel: the most probable prompt (1-based) of those reaching their threshold, else 0.
 
     Args:
         probs: `(P, H, W)` probabilities, one map per prompt.
         thresholds: `(P,)` minimum probability for each prompt to claim a pixel.
     """
-    best, index = probs.max(0)
-    reached = best >= thresholds.to(probs)[index]
-    return torch.where(reached, index + 1, 0)
+    reached = probs >= thresholds.to(probs)[:, None, None]
+    best, index = probs.masked_fill(~reached, -1).max(0)
+    return torch.where(best >= 0, index + 1, 0)
 
 
 def iou_per_prompt(
@@ -61,8 +61,8 @@ class ZeroShotSegmentationModule(InferenceModule):
     Args:
         model: Where CLIPSeg comes from; its folder or hub repo also holds the processor.
         prompts: Text prompts; the k-th (1-based) is label k in label maps.
-        threshold: Probability a prompt must reach to claim a pixel (the most probable prompt
-            claims it); one value for all prompts, or one per prompt.
+        threshold: Probability a prompt must reach to claim a pixel (of the prompts that reach
+            theirs, the most probable takes it); one value for all prompts, or one per prompt.
         ignore_index: Reference value left unscored (e.g. 255, VOC's void borders); null: every
             reference value must be 0..len(prompts).
         overlay: Also draw `<id>.overlay.png` (matplotlib; the slowest output).
@@ -187,9 +187,9 @@ class ZeroShotSegmentationModule(InferenceModule):
             present = ~ious.isnan()
             for slug, iou, seen in zip(self.slugs, ious, present):
                 if seen:  # a prompt in no mask and no prediction has no IoU
-                    self.log(f"test/iou_{slug}", iou)
+                    self.log(f"test/iou_{slug}", iou, sync_dist=True)  # equal on every rank
             if present.any():
-                self.log("test/miou", ious[present].mean())
+                self.log("test/miou", ious[present].mean(), sync_dist=True)
         self.jaccard.reset()
         super().on_test_epoch_end()
 

@@ -1,0 +1,232 @@
+"""clipseg_zeroshot: outputs for every image x prompt, IoU on cases whose answer is known."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hotcv_train.errors import UserError
+from hotcv_train.modules.segmentation import iou_per_prompt, predict_labels, prompt_slug
+from hotcv_train.run import run
+from tests.conftest import compose_config
+from tests.tiny.inference_clipseg import (
+    IMAGES,
+    PROMPTS,
+    PROMPTS_OVERRIDE,
+    tiny_clipseg,
+    tiny_images,
+)
+
+SLUGS = [prompt_slug(p) for p in PROMPTS]
+
+
+def clipseg_config(run_dir: Path, tiny: Path, *overrides: str):
+    return compose_config(
+        run_dir,
+        "task=clipseg_zeroshot",
+        f"module.model.name_or_path={tiny_clipseg(tiny / 'clipseg')}",
+        f"dataset.path={tiny_images(tiny / 'clipseg_images')}",
+        PROMPTS_OVERRIDE,
+        "dataset.batch_size=2",
+        "module.overlay=false",  # the slow part; drawn in the predict run only
+        *overrides,
+    )
+
+
+def read_records(run_dir: Path) -> dict[str, dict]:
+    lines = (run_dir / "predictions.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    by_id = {r["id"]: r for r in records}
+    assert len(by_id) == len(records), "an input listed twice"
+    return by_id
+
+
+def read_labels(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path))  # palette indices = labels
+
+
+@pytest.fixture(scope="module")
+def predicted(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A predict run (overlays on) over the tiny images: its run folder."""
+    run_dir = tmp_path_factory.mktemp("clipseg_predict") / "run"
+    run(clipseg_config(run_dir, tiny_dir, "stage=predict", "module.overlay=true"))
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def own_labels(predicted: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The predict run's label maps, laid out as a references folder (same relative stems)."""
+    folder = tmp_path_factory.mktemp("own_labels")
+    for key in IMAGES:
+        target = folder / f"{key}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(predicted / "predictions" / f"{key}.labels.png", target)
+    return folder
+
+
+def test_labels_and_iou_on_hand_built_maps() -> None:
+    # 2 prompts over a 2x4 image; thresholds 0.5 and 0.3.
+    probs = torch.tensor(
+        [
+            [[0.9, 0.6, 0.2, 0.1], [0.4, 0.45, 0.0, 0.7]],
+            [[0.1, 0.7, 0.35, 0.2], [0.2, 0.4, 0.1, 0.6]],
+        ]
+    )
+    labels = predict_labels(probs, torch.tensor([0.5, 0.3]))
+    # (0,1): both claim it, prompt 2 is more probable; (0,2): 0.35 >= 0.3 claims it for prompt 2;
+    # (1,0): nobody reaches a threshold; (1,1): prompt 1 is more probable but below its 0.5.
+    assert labels.tolist() == [[1, 2, 2, 0], [0, 2, 0, 1]]
+
+    target = torch.tensor([[1, 2, 0, 0], [1, 1, 255, 1]])
+    # label 1: pred {(0,0),(1,3)}, target {(0,0),(1,0),(1,1),(1,3)} -> 2 / 4
+    # label 2: pred {(0,1),(0,2),(1,1)}, target {(0,1)} -> 1 / 3 (nothing ignored yet)
+    assert iou_per_prompt(labels, target, 2, None) == pytest.approx([0.5, 1 / 3])
+    assert iou_per_prompt(labels, target, 2, 255) == pytest.approx([0.5, 1 / 3])
+    # ignoring (1,1) removes a label-1 target pixel and a label-2 predicted pixel
+    target[1, 1] = 255
+    assert iou_per_prompt(labels, target, 2, 255) == pytest.approx([2 / 3, 1 / 2])
+    # a label in neither map has no IoU (not 0, not 1)
+    assert iou_per_prompt(labels, target, 3, 255)[2] is None
+
+
+def test_masks_for_every_image_and_prompt(predicted: Path) -> None:
+    records = read_records(predicted)
+    assert sorted(records) == sorted(IMAGES)
+    for key, (height, width) in IMAGES.items():
+        expected = [f"predictions/{key}.mask_{s}.png" for s in SLUGS]
+        expected += [f"predictions/{key}.labels.png", f"predictions/{key}.overlay.png"]
+        assert records[key]["outputs"] == expected
+        assert records[key]["metrics"] == {}  # predict stage: nothing scored
+        for slug in SLUGS:
+            mask = Image.open(predicted / "predictions" / f"{key}.mask_{slug}.png")
+            assert (mask.mode, mask.size) == ("L", (width, height))
+        labels = read_labels(predicted / "predictions" / f"{key}.labels.png")
+        assert labels.shape == (height, width) and labels.max() <= len(PROMPTS)
+    written = sorted(p.relative_to(predicted).as_posix() for p in predicted.rglob("*.png"))
+    assert written == sorted(o for r in records.values() for o in r["outputs"])
+    # the tiny model is random, but its prompts must not all collapse to one label
+    every_label = np.concatenate(
+        [read_labels(predicted / r["outputs"][-2]).ravel() for r in records.values()]
+    )
+    assert len(np.unique(every_label)) >= 3
+
+
+def test_miou_is_one_against_own_label_maps(
+    own_labels: Path, tiny_dir: Path, tmp_path: Path
+) -> None:
+    metrics = run(clipseg_config(tmp_path / "run", tiny_dir, f"dataset.references={own_labels}"))
+    assert metrics["test/miou"] == pytest.approx(1.0)
+    for slug in SLUGS:
+        assert metrics[f"test/iou_{slug}"] == pytest.approx(1.0)
+    for record in read_records(tmp_path / "run").values():
+        assert record["metrics"]["miou"] == pytest.approx(1.0)
+
+
+def test_iou_summed_over_images(own_labels: Path, tiny_dir: Path, tmp_path: Path) -> None:
+    """Corrupt the masks in known ways; the IoU is intersections over unions summed over images."""
+    masks = tmp_path / "masks"
+    shutil.copytree(own_labels, masks)
+    beach = read_labels(masks / "beach.png").copy()
+    beach[beach == 1] = 2  # every prompt-1 pixel of one image called prompt 2
+    Image.fromarray(beach).save(masks / "beach.png")
+    park = read_labels(masks / "park.png").copy()
+    park[: park.shape[0] // 2] = 255  # top half void
+    Image.fromarray(park).save(masks / "park.png")
+
+    inter, union = np.zeros(len(PROMPTS)), np.zeros(len(PROMPTS))
+    for key in IMAGES:
+        pred = read_labels(own_labels / f"{key}.png")
+        target = read_labels(masks / f"{key}.png")
+        valid = target != 255
+        for k in range(1, len(PROMPTS) + 1):
+            inter[k - 1] += ((pred == k) & (target == k) & valid).sum()
+            union[k - 1] += (((pred == k) | (target == k)) & valid).sum()
+    expected = inter / union
+    assert expected[0] < 1 and expected[1] < 1  # the corruption changed something
+
+    overrides = [f"dataset.references={masks}", "module.ignore_index=255"]
+    metrics = run(clipseg_config(tmp_path / "run", tiny_dir, *overrides))
+    for slug, value in zip(SLUGS, expected):
+        assert metrics[f"test/iou_{slug}"] == pytest.approx(value, abs=1e-6)
+    assert metrics["test/miou"] == pytest.approx(expected.mean(), abs=1e-6)
+    records = read_records(tmp_path / "run")
+    assert records["city"]["metrics"]["miou"] == pytest.approx(1.0)  # untouched
+    assert records["beach"]["metrics"]["miou"] < 1
+
+
+def test_mask_values_beyond_the_prompts_fail_clearly(
+    own_labels: Path, tiny_dir: Path, tmp_path: Path
+) -> None:
+    masks = tmp_path / "masks"
+    shutil.copytree(own_labels, masks)
+    Image.fromarray(np.full((32, 32), 255, np.uint8)).save(masks / "city.png")  # a 0/255 mask
+    with pytest.raises(UserError, match=r"city holds label\(s\) \[255\].*module.ignore_index"):
+        run(clipseg_config(tmp_path / "run", tiny_dir, f"dataset.references={masks}"))
+
+
+def test_missing_reference_is_an_error_or_unscored(
+    own_labels: Path, tiny_dir: Path, tmp_path: Path
+) -> None:
+    masks = tmp_path / "masks"
+    shutil.copytree(own_labels, masks)
+    (masks / "sub" / "field.png").unlink()
+    config = [f"dataset.references={masks}"]
+    with pytest.raises(UserError, match=r"sub/field.*dataset\.missing_reference=skip"):
+        run(clipseg_config(tmp_path / "error", tiny_dir, *config))
+
+    metrics = run(
+        clipseg_config(tmp_path / "run", tiny_dir, *config, "dataset.missing_reference=skip")
+    )
+    assert metrics["test/miou"] == pytest.approx(1.0)
+    records = read_records(tmp_path / "run")
+    assert sorted(records) == sorted(IMAGES)  # the unscored input still gets its outputs
+    assert records["sub/field"]["metrics"] == {}
+    assert len(records["sub/field"]["outputs"]) == len(PROMPTS) + 1
+    assert all(records[k]["metrics"] for k in IMAGES if k != "sub/field")
+
+
+def test_hf_dataset_with_a_mask_column(predicted: Path, tiny_dir: Path, tmp_path: Path) -> None:
+    import datasets
+
+    keys = sorted(IMAGES)
+    rows = {
+        "name": [k.replace("/", "_") for k in keys],
+        "image": [Image.open(tiny_dir / "clipseg_images" / f"{k}.png") for k in keys],
+        "mask": [Image.open(predicted / "predictions" / f"{k}.labels.png") for k in keys],
+    }
+    features = datasets.Features(
+        {"name": datasets.Value("string"), "image": datasets.Image(), "mask": datasets.Image()}
+    )
+    folder = tmp_path / "dataset"
+    datasets.DatasetDict(
+        {"test": datasets.Dataset.from_dict(rows, features=features)}
+    ).save_to_disk(folder)
+
+    overrides = [f"dataset.path={folder}", "dataset.id_column=name", "dataset.references=mask"]
+    metrics = run(clipseg_config(tmp_path / "run", tiny_dir, *overrides))
+    assert metrics["test/miou"] == pytest.approx(1.0)  # same pixels in, same label maps out
+    records = read_records(tmp_path / "run")
+    assert sorted(records) == sorted(rows["name"])
+    assert (tmp_path / "run" / "predictions" / "sub_field.mask_sky.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("module.threshold=[0.5,0.5]", "module.threshold: 2 values for 3 prompts"),
+        ("module.threshold=1.5", r"module.threshold: probabilities must be in \[0, 1\]"),
+        ("module.prompts=['a cat','A CAT!']", "'a cat' and 'A CAT!' both name outputs 'a_cat'"),
+        ("module.ignore_index=2", "module.ignore_index: must be above the last label"),
+    ],
+)
+def test_bad_module_settings_fail_before_the_model_loads(
+    override: str, message: str, tiny_dir: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(UserError, match=message):
+        run(clipseg_config(tmp_path / "run", tiny_dir, override))
