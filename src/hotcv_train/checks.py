@@ -81,7 +81,7 @@ def check_config(cfg: DictConfig) -> None:
     """Raise `UserError` listing every problem in `cfg`, or return quietly."""
     tree = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     problems = _check_run_keys(tree)
-    _walk(tree, "", problems)
+    _walk(tree, "", problems, _interpolated(cfg, ""))
     if problems:
         raise UserError(*problems)
 
@@ -98,20 +98,33 @@ def _check_run_keys(tree: dict) -> list[str]:
     return problems
 
 
-def _walk(value: Any, key: str, problems: list[str]) -> None:
+def _interpolated(node: Any, key: str) -> set[str]:
+    """Keys whose value is a copy of another key's (`${...}`): problems are reported there."""
+    found = set()
+    if isinstance(node, DictConfig):
+        for k in node:
+            child = f"{key}.{k}" if key else str(k)
+            if OmegaConf.is_interpolation(node, str(k)):
+                found.add(child)
+            elif not OmegaConf.is_missing(node, str(k)):
+                found |= _interpolated(node._get_node(k), child)
+    return found
+
+
+def _walk(value: Any, key: str, problems: list[str], copies: set[str]) -> None:
     if isinstance(value, dict):
         if "_target_" in value:
-            _check_node(value, key, problems)
+            _check_node(value, key, problems, copies)
         for k, v in value.items():
-            _walk(v, f"{key}.{k}" if key else str(k), problems)
+            _walk(v, f"{key}.{k}" if key else str(k), problems, copies)
     elif isinstance(value, list):
         for i, v in enumerate(value):
-            _walk(v, f"{key}[{i}]", problems)
+            _walk(v, f"{key}[{i}]", problems, copies)
     elif value == "???":
         problems.append(f"{key}: missing value; set it, e.g. on the command line: {key}=...")
 
 
-def _check_node(node: dict, key: str, problems: list[str]) -> None:
+def _check_node(node: dict, key: str, problems: list[str], copies: set[str]) -> None:
     target_name = node["_target_"]
     try:
         target = get_object(target_name)
@@ -139,8 +152,8 @@ def _check_node(node: dict, key: str, problems: list[str]) -> None:
             if param.default is inspect.Parameter.empty and p not in node:
                 problems.append(f"{key}.{p}: missing (required by {name})")
     for k in given:
-        if k not in hints or node[k] == "???":
-            continue
+        if k not in hints or node[k] == "???" or f"{key}.{k}" in copies:
+            continue  # copies of another key's value are reported at that key
         value, hint = node[k], hints[k]
         if not _matches(value, hint):
             problems.append(f"{key}.{k}: expected {_type_name(hint)}, got {value!r}")

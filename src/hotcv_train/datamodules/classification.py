@@ -84,7 +84,7 @@ class ImageClassificationDataModule(HFDataModule):
         from datasets import ClassLabel
 
         problems = [
-            f"dataset.{key}: no column {col!r} in the {split} split of {self.source} "
+            f"dataset.{key}: no column {col!r} in {self.source} "
             f"(columns: {', '.join(rows.column_names)})"
             for key, col in (
                 ("image_column", self.image_column),

@@ -1,0 +1,113 @@
+"""Bad configs fail before any model loads, every problem listed, one line each, naming the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hotcv_train.errors import UserError
+from hotcv_train.run import run
+from tests.conftest import train_py
+from tests.tiny.classification import classification_overrides
+
+
+def problems_of(cfg) -> list[str]:
+    with pytest.raises(UserError) as caught:
+        run(cfg)
+    return caught.value.problems
+
+
+def test_every_static_problem_is_listed_at_once(make_config, tiny_dir: Path) -> None:
+    cfg = make_config(
+        "task=vit_cifar10",
+        *classification_overrides(tiny_dir),
+        "+module.dropuot=0.1",  # unknown key (Hydra's `+` bypasses its own struct check)
+        "trainer.max_epochs=abc",  # wrong type
+        "dataset.path=/no/such/data",  # missing local path
+        "+trainer.max_epoch=3",  # unknown Trainer argument, with a suggestion
+        "module.model.name_or_path=./no/such/model",
+        "stage=train",
+    )
+    problems = problems_of(cfg)
+    assert len(problems) == 6, problems
+    text = "\n".join(problems)
+    assert "module.dropuot: unknown key for ImageClassificationModule" in text
+    assert "trainer.max_epochs: expected int or null, got 'abc'" in text
+    assert "dataset.path: no such file or folder: /no/such/data" in text
+    assert "trainer.max_epoch: unknown key for Trainer (did you mean 'max_epochs'?)" in text
+    assert "module.model.name_or_path: no such file or folder: ./no/such/model" in text
+    assert "stage: must be one of fit, test, predict, got 'train'" in text
+
+
+def test_missing_checkpoint_and_mandatory_value(make_config, tiny_dir: Path) -> None:
+    cfg = make_config(
+        "task=vit_cifar10", *classification_overrides(tiny_dir), "ckpt_path=/no/last.ckpt",
+        "dataset.path=???",
+    )
+    problems = problems_of(cfg)
+    assert "ckpt_path: no such checkpoint file: /no/last.ckpt" in problems
+    assert any(p.startswith("dataset.path: missing value") for p in problems)
+
+
+def test_data_problems_come_before_the_model_loads(make_config, tiny_dir: Path) -> None:
+    overrides = [*classification_overrides(tiny_dir), "module.model.name_or_path=org/not-downloaded"]
+    # The model id is unreachable offline: if the data were not checked first, that error
+    # (not the data's) would surface.
+    cfg = make_config("task=vit_cifar10", *overrides, "dataset.label_column=lbl")
+    assert problems_of(cfg) == [
+        f"dataset.label_column: no column 'lbl' in {tiny_dir / 'cifar'} (columns: img, label)"
+    ]
+    cfg = make_config("task=vit_cifar10", *overrides, "dataset.num_labels=10")
+    assert problems_of(cfg) == [
+        f"dataset.num_labels: is 10 but column 'label' of {tiny_dir / 'cifar'} has 4 classes; "
+        "set dataset.num_labels=4"
+    ]
+    cfg = make_config("task=vit_cifar10", *overrides, "dataset.test_split=validation")
+    assert problems_of(cfg) == [
+        f"dataset.test_split: no split 'validation' in {tiny_dir / 'cifar'} (it has: train, test)"
+    ]
+
+
+def test_unreachable_hub_ids_name_the_key_and_the_offline_fix(make_config, tiny_dir: Path) -> None:
+    cfg = make_config("task=vit_cifar10", *classification_overrides(tiny_dir))
+    cfg.module.model.name_or_path = "org/not-downloaded"
+    (problem,) = problems_of(cfg)
+    assert problem.startswith("module.model.name_or_path: cannot load model 'org/not-downloaded'")
+    assert "hf download org/not-downloaded --local-dir DIR" in problem
+    assert problem.endswith("set module.model.name_or_path=DIR")
+
+    cfg = make_config("task=vit_cifar10", *classification_overrides(tiny_dir), "dataset.path=org/data")
+    (problem,) = problems_of(cfg)
+    assert problem.startswith("dataset.path: cannot load dataset 'org/data' from the Hugging Face Hub")
+    assert "--repo-type dataset --local-dir DIR" in problem
+
+
+def test_scratch_models_need_explicit_preprocessing(make_config, tiny_dir: Path) -> None:
+    cfg = make_config(
+        "experiment=quickstart", "module.model.model_type=vit", "dataset.image_mean=null"
+    )
+    (problem,) = problems_of(cfg)
+    assert problem.startswith("dataset.image_mean: needed when the model is built from scratch")
+
+
+def test_cli_prints_one_line_per_problem_and_exits_2(tmp_path: Path) -> None:
+    result = train_py(
+        "experiment=quickstart", "+module.foo=1", "dataset.batch_size=many",
+        f"paths.log_dir={tmp_path}", cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        "error: dataset.batch_size: expected int, got 'many'",
+        "error: module.foo: unknown key for ImageClassificationModule; known keys: "
+        "label_smoothing, model, num_labels, num_sample_images, optimizer, scheduler",
+    ]
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_config_option_lists_the_choices(tmp_path: Path) -> None:
+    result = train_py("task=vit_cifar1O", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Could not find 'task/vit_cifar1O'" in result.stderr
+    assert "vit_cifar10" in result.stderr  # Hydra lists the available tasks
