@@ -230,3 +230,10 @@ def test_bad_module_settings_fail_before_the_model_loads(
 ) -> None:
     with pytest.raises(UserError, match=message):
         run(clipseg_config(tmp_path / "run", tiny_dir, override))
+
+
+def test_test_stage_without_references_writes_outputs_only(tiny_dir: Path, tmp_path: Path) -> None:
+    metrics = run(clipseg_config(tmp_path / "run", tiny_dir, "dataset.max_inputs=2"))
+    assert metrics == {}
+    records = read_records(tmp_path / "run")
+    assert len(records) == 2 and all(r["metrics"] == {} for r in records.values())
