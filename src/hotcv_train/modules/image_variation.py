@@ -80,6 +80,7 @@ class ImageVariationModule(InferenceModule):
         self.nsfw_fraction = MeanMetric()
 
     def setup(self, stage: str) -> None:
+        """Half precision on a CPU is slow or unsupported: fall back before the weights move."""
         device = self.trainer.strategy.root_device
         if device.type == "cpu" and self.dtype_name != "float32":
             log.warning(
@@ -182,8 +183,7 @@ def _check_settings(
     if image_size < 8 or image_size % 8:
         problems.append(f"module.image_size: must be a positive multiple of 8, got {image_size}")
     if scheduler is not None:
-        import diffusers
-
+        diffusers = _import_diffusers()
         cls = getattr(diffusers, scheduler, None)
         if not (isinstance(cls, type) and issubclass(cls, diffusers.SchedulerMixin)):
             names = sorted(s.name for s in diffusers.schedulers.KarrasDiffusionSchedulers)
@@ -203,8 +203,8 @@ def load_pipeline(
     scheduler: str | None,
 ) -> Any:
     """The pipeline at `name_or_path`, checked for a safety checker before any weights load."""
-    import diffusers
-    from diffusers import StableDiffusionImageVariationPipeline
+    diffusers = _import_diffusers()
+    pipeline_class = diffusers.StableDiffusionImageVariationPipeline
 
     local = looks_local(name_or_path)
     if local and not (Path(name_or_path).expanduser() / "model_index.json").is_file():
@@ -215,7 +215,7 @@ def load_pipeline(
         )
     options = {} if local or revision is None else {"revision": revision}
     with hub_errors(name_or_path, KEY):
-        index = StableDiffusionImageVariationPipeline.load_config(name_or_path, **options)
+        index = pipeline_class.load_config(name_or_path, **options)
     if safety_checker and not (index.get("safety_checker") or [None])[0]:
         raise UserError(
             f"module.safety_checker: {name_or_path} has no safety checker; set "
@@ -226,9 +226,7 @@ def load_pipeline(
         options |= {"safety_checker": None, "requires_safety_checker": False}
     log.info("loading %s (%s)", name_or_path, dtype)
     with hub_errors(name_or_path, KEY):
-        pipe = StableDiffusionImageVariationPipeline.from_pretrained(
-            name_or_path, dtype=getattr(torch, dtype), **options
-        )
+        pipe = pipeline_class.from_pretrained(name_or_path, dtype=getattr(torch, dtype), **options)
     if scheduler is not None:
         pipe.scheduler = getattr(diffusers, scheduler).from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
@@ -243,6 +241,16 @@ def image_row(images: list[Any], cell: int) -> Any:
     for i, image in enumerate(images):
         row.paste(ImageOps.pad(image.convert("RGB"), (cell, cell)), (i * cell, 0))
     return row
+
+
+def _import_diffusers() -> Any:
+    try:
+        import diffusers
+    except ImportError as e:
+        raise UserError(
+            f"module: {type(e).__name__}: {e}; this task needs diffusers: pip install -e '.[diffusion]'"
+        ) from e
+    return diffusers
 
 
 def _to_pil(image: torch.Tensor) -> Any:
