@@ -121,10 +121,11 @@ class ZeroShotSegmentationModule(InferenceModule):
 
         from hotcv_train import plots
 
-        logits = self([s["image"] for s in samples]).float()
+        images = [s["image"].cpu() for s in samples]  # Lightning moved them; the processor resizes
+        logits = self(images).float()
         records = []
-        for sample, sample_logits in zip(samples, logits):
-            key, image = sample["id"], sample["image"]
+        for sample, image, sample_logits in zip(samples, images, logits):
+            key = sample["id"]
             probs = torch.sigmoid(
                 F.interpolate(sample_logits[None], size=image.shape[-2:], mode="bilinear")[0]
             )
