@@ -63,8 +63,10 @@ def make_config(tmp_path: Path) -> Callable[..., DictConfig]:
 def train_py(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run `python train.py` in a subprocess, as a user would (for DDP, multirun, exit codes)."""
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"}
+    flags = [a for a in args if a.startswith("-")]  # e.g. -m: argparse wants it first
+    overrides = [a for a in args if not a.startswith("-")]
     return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *TEST_OVERRIDES, *args],
+        [sys.executable, str(ROOT / "train.py"), *flags, *TEST_OVERRIDES, *overrides],
         cwd=cwd,
         env=env,
         capture_output=True,

@@ -9,6 +9,8 @@ import lightning as L
 from lightning.pytorch.callbacks import OnExceptionCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 
+from hotcv_train.errors import UserError
+
 
 class TrainingCurves(L.Callback):
     """Records every epoch-level train/val metric and plots them to `plots/training_curves.png`."""
@@ -48,8 +50,8 @@ class SaveOnInterrupt(OnExceptionCheckpoint):
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> Any:
-        if trainer.state.fn != "fit":
-            return
+        if trainer.state.fn != "fit" or isinstance(exception, UserError):
+            return  # a config/data/NaN problem: those weights are not worth resuming from
         super().on_exception(trainer, pl_module, exception)
         rank_zero_warn(
             f"{type(exception).__name__} at epoch {trainer.current_epoch}, step {trainer.global_step}: "

@@ -10,3 +10,7 @@ class UserError(Exception):
     def __init__(self, *problems: str):
         self.problems = list(problems)
         super().__init__("\n".join(self.problems))
+
+
+class NonFiniteLossError(UserError):
+    """The training loss became NaN or infinite: stop, since every later step is wasted."""

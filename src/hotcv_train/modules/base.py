@@ -11,6 +11,8 @@ import lightning as L
 import torch
 from torchmetrics import MeanMetric, SumMetric
 
+from hotcv_train.errors import NonFiniteLossError
+
 
 def cosine_with_warmup(
     optimizer: torch.optim.Optimizer, num_training_steps: int, warmup_ratio: float
@@ -60,7 +62,7 @@ class TaskModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.step(batch, "train")
         if not torch.isfinite(loss):
-            raise FloatingPointError(
+            raise NonFiniteLossError(
                 f"train/loss is {loss.item()} at epoch {self.current_epoch}, step "
                 f"{self.global_step} (batch {batch_idx}); lower module.optimizer.lr, set "
                 "trainer.gradient_clip_val, or check the data; the last good weights are in "

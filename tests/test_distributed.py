@@ -1,0 +1,63 @@
+"""DDP with 2 CPU ranks and Hydra multiruns: one folder per run, every test sample seen once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from tests.conftest import train_py
+from tests.tiny.classification import classification_overrides
+
+TEST_SAMPLES = 17  # odd, so 2 ranks get 9 and 8: padding would show up as 18
+
+
+def run_folders(log_dir: Path) -> list[Path]:
+    return sorted(p.parent for p in log_dir.rglob("metrics.json"))
+
+
+def test_ddp_two_ranks_one_folder_and_exact_test(tiny_dir: Path, tmp_path: Path) -> None:
+    log_dir = tmp_path / "outputs"
+    args = [*classification_overrides(tiny_dir), f"paths.log_dir={log_dir}"]
+    result = train_py("task=vit_cifar10", "trainer=ddp_cpu", "trainer.max_epochs=1", *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    assert [p.name for p in (log_dir / "vit_cifar10").iterdir()] == [run_folders(log_dir)[0].name]
+    (run_dir,) = run_folders(log_dir)
+    ddp = json.loads((run_dir / "metrics.json").read_text())
+    assert ddp["test/samples"] == TEST_SAMPLES
+
+    # The reduced DDP metrics equal a single-process evaluation of the same weights.
+    best = next((run_dir / "checkpoints").glob("best-*.ckpt"))
+    single = train_py(
+        "task=vit_cifar10", "stage=test", f"ckpt_path={best}", *args, cwd=tmp_path
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+    (one,) = [p for p in run_folders(log_dir) if p != run_dir]
+    reference = json.loads((one / "metrics.json").read_text())
+    for key in ("test/acc", "test/loss", "test/samples"):
+        assert ddp[key] == pytest.approx(reference[key], abs=1e-5), key
+
+
+@pytest.mark.parametrize("trainer", ["cpu", "ddp_cpu"])
+def test_multirun_makes_one_folder_per_job(trainer: str, tiny_dir: Path, tmp_path: Path) -> None:
+    log_dir = tmp_path / "outputs"
+    result = train_py(
+        "-m", "task=vit_cifar10", f"trainer={trainer}", "module.optimizer.lr=1e-3,3e-4",
+        *classification_overrides(tiny_dir), f"paths.log_dir={log_dir}", cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    (sweep,) = (log_dir / "vit_cifar10" / "multirun").iterdir()  # one sweep folder, not one per rank
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+    assert run_folders(log_dir) == [sweep / "0", sweep / "1"]
+    lrs = []
+    for job in ("0", "1"):
+        metrics = json.loads((sweep / job / "metrics.json").read_text())
+        assert metrics["test/samples"] == TEST_SAMPLES
+        resolved = OmegaConf.load(sweep / job / ".hydra" / "resolved.yaml")
+        assert resolved.paths.output_dir == str(sweep / job)
+        lrs.append(resolved.module.optimizer.lr)
+    assert lrs == [1e-3, 3e-4]
