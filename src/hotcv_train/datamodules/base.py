@@ -67,6 +67,26 @@ def collate(samples: list[dict | None]) -> dict | None:
     return torch.utils.data.default_collate(samples) if samples else None
 
 
+def shard_sampler(dataset: Dataset) -> Any:
+    """Under DDP, every world_size-th sample for this rank, unpadded; None on one process.
+
+    Padding (the DistributedSampler default) would score or write the last samples twice.
+    Lightning leaves a loader that already has a DistributedSampler alone.
+    """
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+    if len(dataset) < dist.get_world_size():
+        # A rank with nothing to do would wait forever in the end-of-epoch metric sync.
+        raise UserError(
+            f"trainer.devices: {len(dataset)} sample(s) cannot be shared by "
+            f"{dist.get_world_size()} ranks; use at most {len(dataset)} devices"
+        )
+    return UnrepeatedDistributedSampler(dataset, shuffle=False)
+
+
 class HFDataModule(L.LightningDataModule):
     """Loads and checks the splits once; shards val/test/predict across ranks without padding.
 
@@ -194,13 +214,7 @@ class HFDataModule(L.LightningDataModule):
     def _loader(self, role: str) -> DataLoader:
         dataset = self.dataset(role)
         train = role == "train"
-        sampler = None
-        if not train and torch.distributed.is_available() and torch.distributed.is_initialized():
-            # Each rank gets every world_size-th sample and nothing is padded, so metrics and
-            # outputs see every sample exactly once (Lightning leaves a DistributedSampler alone).
-            from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-
-            sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
+        sampler = None if train else shard_sampler(dataset)
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from hotcv_train.checks import HubOrPath, looks_local
+from hotcv_train.datamodules.base import load_source, shard_sampler
 from hotcv_train.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -181,8 +182,6 @@ class ImageInputsDataModule(L.LightningDataModule):
         return [(k, v, refs.get(k)) for k, v in inputs.items()]
 
     def _dataset_items(self) -> list[tuple[str, int, int | None]]:
-        from hotcv_train.datamodules.base import load_source
-
         data = load_source(self.path, None, None)
         if self.split not in data:
             raise UserError(
@@ -223,15 +222,10 @@ class ImageInputsDataModule(L.LightningDataModule):
 
     def _loader(self) -> DataLoader:
         dataset = self._dataset()
-        sampler = None
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-
-            sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            sampler=sampler,
+            sampler=shard_sampler(dataset),
             shuffle=False,
             num_workers=self.num_workers,
             collate_fn=collate_list,
