@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -212,20 +213,49 @@ def test_predict_writes_outputs_without_metrics(make_config, tiny_dir: Path, tmp
     assert all(json.loads(r)["metrics"] == {} for r in records)
 
 
+def partial_references(tiny_dir: Path, tmp_path: Path, drop: str = "c") -> list[str]:
+    """The task's overrides with the clean image of `drop` missing and `skip` for missing ones."""
+    _, clean = noisy_pairs(tiny_dir / "denoise_pairs")
+    partial = tmp_path / "clean_partial"
+    shutil.copytree(clean, partial)
+    (partial / f"{drop}.png").unlink()
+    overrides = [o for o in maxim_overrides(tiny_dir) if not o.startswith("dataset.references")]
+    return [*overrides, f"dataset.references={partial}", "dataset.missing_reference=skip"]
+
+
+def test_an_input_without_a_reference_is_denoised_unscored(make_config, tiny_dir, tmp_path):
+    metrics = run(make_config("task=maxim_denoise", *partial_references(tiny_dir, tmp_path)))
+    assert metrics["test/psnr"] > metrics["test/psnr_input"]
+    run_dir = tmp_path / "run"
+    records = {
+        r["id"]: r
+        for r in map(json.loads, (run_dir / "predictions.jsonl").read_text().splitlines())
+    }
+    assert records["c"]["metrics"] == {} and records["a"]["metrics"]
+    assert (run_dir / "predictions/c_denoised.png").exists()
+
+
 @pytest.mark.slow
 def test_two_ranks_denoise_every_input_once(tiny_dir: Path, tmp_path: Path) -> None:
-    """DDP on the CPU: each input once, outputs identical to a single process."""
-    overrides = maxim_overrides(tiny_dir)
+    """DDP on the CPU, one rank holding only an unscored input: results equal to one process."""
+    overrides = partial_references(tiny_dir, tmp_path)
     single = train_py("task=maxim_denoise", *overrides, "hydra.run.dir=single", cwd=tmp_path)
     assert single.returncode == 0, single.stderr[-3000:]
     ddp = train_py(
         "task=maxim_denoise", "trainer=ddp_cpu", *overrides, "hydra.run.dir=ddp", cwd=tmp_path
     )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    ids = [
-        json.loads(r)["id"] for r in (tmp_path / "ddp/predictions.jsonl").read_text().splitlines()
-    ]
-    assert sorted(ids) == sorted(stem for stem, _, _ in PAIRS)
+    records = {}
+    for name in ("single", "ddp"):
+        lines = (tmp_path / name / "predictions.jsonl").read_text().splitlines()
+        records[name] = [json.loads(line) for line in lines]
+    assert [r["id"] for r in records["ddp"]] == sorted(stem for stem, _, _ in PAIRS)
+    assert records["ddp"] == records["single"]
+    single_metrics, ddp_metrics = (
+        json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("single", "ddp")
+    )
+    assert ddp_metrics == pytest.approx(single_metrics, rel=1e-5)
+    assert {"test/psnr", "test/psnr_input", "test/ssim"} <= set(ddp_metrics)
     for stem, _, _ in PAIRS:
         a = np.asarray(Image.open(tmp_path / f"single/predictions/{stem}_denoised.png"))
         b = np.asarray(Image.open(tmp_path / f"ddp/predictions/{stem}_denoised.png"))

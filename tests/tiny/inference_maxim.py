@@ -98,6 +98,7 @@ def maxim_overrides(root: Path) -> list[str]:
     noisy, clean = noisy_pairs(root / "denoise_pairs")
     return [
         f"module.name_or_path={tiny_denoiser(root / 'tiny_maxim')}",
+        "module.tile_size=null",  # read from the signature
         "module.tile_overlap=8",
         "module.batch_tiles=4",
         f"dataset.path={noisy}",

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torchmetrics import MeanMetric
 from torchmetrics.functional.image import (
     peak_signal_noise_ratio,
     structural_similarity_index_measure,
 )
-from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+from torchmetrics.image import StructuralSimilarityIndexMeasure
 
 from hotcv_train.checks import HubOrPath, looks_local
 from hotcv_train.errors import UserError
@@ -23,6 +26,7 @@ from hotcv_train.tiling import tiled_apply
 
 log = logging.getLogger(__name__)
 
+TF_MISSING = "module: this task runs TensorFlow, not installed here; pip install -e '.[tf]'"
 SSIM_KERNEL = 11  # torchmetrics' default Gaussian window; smaller images get no SSIM
 
 
@@ -81,10 +85,7 @@ def import_tensorflow(device: torch.device) -> Any:
     try:
         import tensorflow as tf
     except ImportError as e:
-        raise UserError(
-            f"module: the denoising task runs TensorFlow, which is not installed ({e}); "
-            "install it: pip install -e '.[tf]'"
-        ) from None
+        raise UserError(f"{TF_MISSING} ({e})") from None
 
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
@@ -229,20 +230,23 @@ class DenoisingModule(InferenceModule):
         if problems:
             raise UserError(*problems)
         self.save_hyperparameters(logger=False)
-        self.name_or_path, self.signature, self.output_key = name_or_path, signature, output_key
+        self.signature, self.output_key = signature, output_key
         self.tile_size, self.tile_overlap, self.batch_tiles = tile_size, tile_overlap, batch_tiles
+        if importlib.util.find_spec("tensorflow") is None:  # fail before any data or model loads
+            raise UserError(TF_MISSING)
+        self.folder = resolve_saved_model(name_or_path)  # download (or a clear error) up front
         self.model: SavedModelTiles | None = None  # TensorFlow, loaded per rank in `setup`
-        self.psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))  # mean of per-image PSNR
-        self.psnr_input = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
+        # Means of per-image values, as denoising benchmarks report. Not PeakSignalNoiseRatio(dim=...):
+        # its list states crash the gather when a rank scored no image (torchmetrics 1.9, gloo).
+        self.psnr, self.psnr_input = MeanMetric(), MeanMetric()
         self.ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
 
     def setup(self, stage: str) -> None:
         if self.model is not None:
             return
-        folder = resolve_saved_model(self.name_or_path)
         tf = import_tensorflow(self.trainer.strategy.root_device)
         self.model = SavedModelTiles(
-            tf, folder, self.signature, self.output_key, self.tile_size, self.batch_tiles
+            tf, self.folder, self.signature, self.output_key, self.tile_size, self.batch_tiles
         )
         overlap_limit = min(self.model.tile) // 2
         if self.tile_overlap > overlap_limit:
@@ -267,11 +271,6 @@ class DenoisingModule(InferenceModule):
         for sample, out in zip(samples, outputs):
             denoised = torch.from_numpy((np.clip(out, 0, 1) * 255).round().astype(np.uint8))
             records.append(self._record(sample, denoised.permute(2, 0, 1)))
-        if any(r["metrics"] for r in records):
-            self.log("test/psnr", self.psnr, on_epoch=True, prog_bar=True)
-            self.log("test/psnr_input", self.psnr_input, on_epoch=True)
-            if self.ssim.update_count:
-                self.log("test/ssim", self.ssim, on_epoch=True, prog_bar=True)
         return records
 
     def _record(self, sample: dict, denoised: torch.Tensor) -> dict:
@@ -313,19 +312,42 @@ class DenoisingModule(InferenceModule):
             pred, target, inp = (
                 (x.to(self.device, torch.float32) / 255)[None] for x in (denoised, clean, noisy)
             )
+            psnr = peak_signal_noise_ratio(pred, target, data_range=1.0)
+            psnr_input = peak_signal_noise_ratio(inp, target, data_range=1.0)
+            self.psnr.update(psnr)
+            self.psnr_input.update(psnr_input)
             metrics: dict[str, float | None] = {
-                "psnr": float(peak_signal_noise_ratio(pred, target, data_range=1.0)),
-                "psnr_input": float(peak_signal_noise_ratio(inp, target, data_range=1.0)),
+                "psnr": float(psnr),
+                "psnr_input": float(psnr_input),
                 "ssim": None,
             }
-            self.psnr.update(pred, target)
-            self.psnr_input.update(inp, target)
             if min(pred.shape[-2:]) >= SSIM_KERNEL:
                 metrics["ssim"] = float(
                     structural_similarity_index_measure(pred, target, data_range=1.0)
                 )
                 self.ssim.update(pred, target)
         return metrics
+
+    def on_test_epoch_start(self) -> None:
+        for metric in (self.psnr, self.psnr_input, self.ssim):
+            metric.reset()
+        super().on_test_epoch_start()
+
+    def on_test_epoch_end(self) -> None:
+        # Every rank computes (each compute is a collective), even one whose inputs had no clean
+        # reference; nothing is logged when no rank scored anything.
+        decide = self.trainer.strategy.reduce_boolean_decision
+        values = {}
+        with warnings.catch_warnings():  # a rank that scored nothing: expected
+            warnings.filterwarnings("ignore", ".*before the ``update``", UserWarning)
+            if decide(self.psnr.update_count > 0, all=False):
+                values["test/psnr"] = self.psnr.compute()
+                values["test/psnr_input"] = self.psnr_input.compute()
+            if decide(self.ssim.update_count > 0, all=False):
+                values["test/ssim"] = self.ssim.compute()
+        for name, value in values.items():
+            self.log(name, value, sync_dist=True)  # equal on every rank already
+        super().on_test_epoch_end()
 
 
 def side_by_side(panels: list[tuple[str, torch.Tensor]], gap: int = 4) -> Any:
