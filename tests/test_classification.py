@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from hotcv_train.run import run
-from tests.tiny.classification import NUM_LABELS, classification_overrides, colour_images, tiny_cifar
+from tests.tiny.classification import (
+    NUM_LABELS,
+    classification_overrides,
+    colour_images,
+    tiny_cifar,
+)
 
 
 def read_metrics(run_dir: Path) -> dict[str, float]:
@@ -17,7 +22,9 @@ def read_metrics(run_dir: Path) -> dict[str, float]:
 
 
 def test_fit_then_test_writes_the_run_folder(make_config, tiny_dir: Path, tmp_path: Path) -> None:
-    cfg = make_config("task=vit_cifar10", *classification_overrides(tiny_dir), "trainer.max_epochs=2")
+    cfg = make_config(
+        "task=vit_cifar10", *classification_overrides(tiny_dir), "trainer.max_epochs=2"
+    )
     metrics = run(cfg)
 
     run_dir = tmp_path / "run"
@@ -52,7 +59,9 @@ def test_resume_and_evaluate_a_checkpoint(make_config, tiny_dir: Path, tmp_path:
 
     evaluated = compose_config(tmp_path / "eval", *base, "stage=test", f"ckpt_path={last}")
     metrics = run(evaluated)
-    assert set(metrics) >= {"test/acc", "test/loss"} and not any(k.startswith("train/") for k in metrics)
+    assert set(metrics) >= {"test/acc", "test/loss"} and not any(
+        k.startswith("train/") for k in metrics
+    )
 
 
 def test_tiny_vit_learns_well_above_chance(make_config, tiny_dir: Path, tmp_path: Path) -> None:
@@ -104,3 +113,32 @@ def test_validation_is_carved_from_train_with_a_fixed_seed(make_config, tiny_dir
         carve.append(sorted(dm.splits["val"]["label"]) + [len(dm.splits["train"])])
     assert carve[0] == carve[1]
     assert carve[0][-1] == 48 - 5  # 10% of the 48 training rows held out
+
+
+def test_fast_dev_run_touches_every_stage_once(make_config, tiny_dir: Path, tmp_path: Path) -> None:
+    metrics = run(
+        make_config("task=vit_cifar10", *classification_overrides(tiny_dir), "debug=fast_dev_run")
+    )
+    assert metrics["test/samples"] == 8  # one batch
+    assert not list(tmp_path.rglob("*.ckpt"))  # fast_dev_run saves nothing
+
+
+@pytest.mark.parametrize("pretrained", [True, False])
+def test_model_sources_local_folder_and_random_init(tiny_dir: Path, pretrained: bool) -> None:
+    from transformers import ViTForImageClassification
+
+    from hotcv_train.models import ModelSpec, build_model
+
+    folder = tiny_dir / "vit"
+    saved = ViTForImageClassification.from_pretrained(folder)
+    spec = ModelSpec(
+        name_or_path=str(folder), pretrained=pretrained, config={"hidden_dropout_prob": 0.2}
+    )
+    model = build_model(spec, type(saved), num_labels=NUM_LABELS)
+    same = torch.equal(
+        model.vit.embeddings.patch_embeddings.projection.weight,
+        saved.vit.embeddings.patch_embeddings.projection.weight,
+    )
+    assert same is pretrained  # the architecture always, the weights only when pretrained
+    assert model.config.hidden_dropout_prob == 0.2 and model.config.hidden_size == 32
+    assert model.training
