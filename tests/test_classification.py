@@ -125,7 +125,7 @@ def test_fast_dev_run_touches_every_stage_once(make_config, tiny_dir: Path, tmp_
 
 @pytest.mark.parametrize("pretrained", [True, False])
 def test_model_sources_local_folder_and_random_init(tiny_dir: Path, pretrained: bool) -> None:
-    from transformers import ViTForImageClassification
+    from transformers import AutoModelForImageClassification, ViTForImageClassification
 
     from hotcv_train.models import ModelSpec, build_model
 
@@ -134,7 +134,7 @@ def test_model_sources_local_folder_and_random_init(tiny_dir: Path, pretrained: 
     spec = ModelSpec(
         name_or_path=str(folder), pretrained=pretrained, config={"hidden_dropout_prob": 0.2}
     )
-    model = build_model(spec, type(saved), num_labels=NUM_LABELS)
+    model = build_model(spec, AutoModelForImageClassification, num_labels=NUM_LABELS)
     same = torch.equal(
         model.vit.embeddings.patch_embeddings.projection.weight,
         saved.vit.embeddings.patch_embeddings.projection.weight,
