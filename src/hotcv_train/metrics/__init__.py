@@ -1,0 +1,1 @@
+"""Task metrics as torchmetrics `Metric`s: state summed over batches and DDP ranks."""
