@@ -97,6 +97,50 @@ def prediction_grid(
     return save(fig, path)
 
 
+def depth_panels(
+    samples: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    path: Path,
+    max_depth: float,
+    loggers: Sequence[Any] = (),
+    step: int = 0,
+) -> Path | None:
+    """Rows of image | ground truth | prediction | |error|, for `(image, depth, pred)` samples.
+
+    Ground truth and prediction share one colour scale (0 to the deepest valid value shown, at
+    most `max_depth`) and one colour bar, so rows and epochs compare by eye; invalid ground truth
+    (0 or NaN) is left blank in the depth and error panels.
+    """
+    if not samples:
+        return None
+    rows = []
+    for image, depth, pred in samples:
+        depth, pred = depth.float().cpu(), pred.float().cpu().clamp(0, max_depth)
+        valid = torch.isfinite(depth) & (depth > 0)
+        blank = torch.full_like(depth, float("nan"))
+        error = torch.where(valid, (pred - depth).abs(), blank)
+        rows.append((to_display(image.cpu()), torch.where(valid, depth, blank), pred, error))
+    deepest = max(float(torch.nan_to_num(r[1], nan=0).max().clamp(max=max_depth)) for r in rows)
+    deepest = max(deepest, max(float(r[2].max()) for r in rows), 1e-3)
+    worst = max(max(float(torch.nan_to_num(r[3], nan=0).max()) for r in rows), 1e-3)
+    fig, axes = plt.subplots(
+        len(rows), 4, figsize=(12, 2.4 * len(rows)), squeeze=False, layout="constrained"
+    )
+    depth_map = error_map = None
+    for ax_row, (image, depth, pred, error) in zip(axes, rows):
+        ax_row[0].imshow(image, cmap="gray")
+        ax_row[1].imshow(depth, cmap="magma_r", vmin=0, vmax=deepest)
+        depth_map = ax_row[2].imshow(pred, cmap="magma_r", vmin=0, vmax=deepest)
+        error_map = ax_row[3].imshow(error, cmap="viridis", vmin=0, vmax=worst)
+        for ax in ax_row:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    for ax, title in zip(axes[0], ("image", "ground truth", "prediction", "|error|")):
+        ax.set_title(title)
+    fig.colorbar(depth_map, ax=axes[:, 1:3].ravel().tolist(), label="depth (m)", shrink=0.9)
+    fig.colorbar(error_map, ax=axes[:, 3].ravel().tolist(), label="|error| (m)", shrink=0.9)
+    return save(fig, path, loggers, step)
+
+
 def label_colours(num_labels: int) -> Any:
     """`(num_labels + 1, 3)` uint8 RGB: black for background (0), then tab10 (tab20 past 10)."""
     import numpy as np
