@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import OnExceptionCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 
 from hotcv_train.errors import UserError
@@ -44,16 +42,24 @@ class TrainingCurves(L.Callback):
             plots.training_curves(history, Path(trainer.default_root_dir) / "plots" / self.filename)
 
 
-class SaveOnInterrupt(OnExceptionCheckpoint):
-    """On Ctrl-C, SIGTERM or a crash mid-fit, save the weights and say how to resume."""
+class SaveOnInterrupt(L.Callback):
+    """On Ctrl-C, SIGTERM or a crash mid-fit, save the weights and say how to resume.
+
+    Not Lightning's OnExceptionCheckpoint: its presence turns every `fit(ckpt_path=None)` into
+    `fit(ckpt_path="last")`, with warnings on each fresh run.
+    """
+
+    def __init__(self, dirpath: str, filename: str):
+        self.ckpt_path = str(Path(dirpath) / f"{filename}.ckpt")
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
-    ) -> Any:
+    ) -> None:
         if trainer.state.fn != "fit" or isinstance(exception, UserError):
             return  # a config/data/NaN problem: those weights are not worth resuming from
-        super().on_exception(trainer, pl_module, exception)
+        trainer.save_checkpoint(self.ckpt_path)
         rank_zero_warn(
-            f"{type(exception).__name__} at epoch {trainer.current_epoch}, step {trainer.global_step}: "
-            f"saved {self.ckpt_path}; resume with ckpt_path={self.ckpt_path}"
+            f"{type(exception).__name__} at epoch {trainer.current_epoch}, "
+            f"step {trainer.global_step}: saved {self.ckpt_path}; "
+            f"resume with ckpt_path={self.ckpt_path}"
         )
