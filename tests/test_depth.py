@@ -281,7 +281,19 @@ def test_synthetic_scenes_are_seeded_and_in_the_nyu_schema() -> None:
 # --- end to end --------------------------------------------------------------------------------
 
 
-def test_fit_then_test_checkpoint_and_pretrained_on_tiny_glpn(make_config, tiny_dir, tmp_path):
+@pytest.fixture
+def one_thread():
+    """Train on one intra-op thread: on a small shared CI box, two OpenMP threads contending for
+    busy cores make these small models several times slower, not faster."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_fit_then_test_checkpoint_and_pretrained_on_tiny_glpn(
+    make_config, tiny_dir, tmp_path, one_thread
+):
     """Real `name_or_path` / `dataset.path` loading: fit, test a checkpoint, test the model as is."""
     tiny = depth_overrides(tiny_dir)
     metrics = run(make_config("task=glpn_nyu", *tiny))
@@ -307,7 +319,7 @@ def test_fit_then_test_checkpoint_and_pretrained_on_tiny_glpn(make_config, tiny_
     assert as_is["test/abs_rel"] != pytest.approx(metrics["test/abs_rel"], rel=1e-6)
 
 
-def test_a_tiny_glpn_learns_synthetic_depth(make_config) -> None:
+def test_a_tiny_glpn_learns_synthetic_depth(make_config, one_thread) -> None:
     """experiment=depth_synthetic, smaller: delta1 clearly up, abs rel clearly down."""
     small = [
         "experiment=depth_synthetic",
@@ -321,10 +333,10 @@ def test_a_tiny_glpn_learns_synthetic_depth(make_config) -> None:
         "test_after_fit=false",
     ]
     before = run(make_config(*small, "stage=test"))
-    after = run(make_config(*small, "trainer.max_epochs=6"))
+    after = run(make_config(*small, "trainer.max_epochs=10"))
     print(
         f"untrained: delta1 {before['test/delta1']:.3f} abs_rel {before['test/abs_rel']:.3f}; "
         f"trained: delta1 {after['val/delta1']:.3f} abs_rel {after['val/abs_rel']:.3f}"
     )
-    assert after["val/delta1"] > before["test/delta1"] + 0.1
+    assert after["val/delta1"] > before["test/delta1"] + 0.12
     assert after["val/abs_rel"] < before["test/abs_rel"] - 0.08
