@@ -15,6 +15,7 @@ from hotcv_train.errors import UserError
 from hotcv_train.metrics.depth import depth_metrics
 from hotcv_train.modules.depth_estimation import eigen_mask, silog_loss
 from hotcv_train.run import run
+from tests.conftest import train_py
 from tests.tiny.depth import depth_overrides
 
 NAN = float("nan")
@@ -340,3 +341,22 @@ def test_a_tiny_glpn_learns_synthetic_depth(make_config, one_thread) -> None:
     )
     assert after["val/delta1"] > before["test/delta1"] + 0.12
     assert after["val/abs_rel"] < before["test/abs_rel"] - 0.08
+
+
+def test_ddp_metrics_equal_a_single_process_evaluation(tiny_dir, tmp_path, monkeypatch) -> None:
+    """2 gloo ranks: depth metrics and the skipped count are summed over ranks, not averaged."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # two ranks on a small box: one thread each
+    log_dir = tmp_path / "outputs"
+    args = ["task=glpn_nyu", *depth_overrides(tiny_dir), f"paths.log_dir={log_dir}"]
+    ddp = train_py(*args, "trainer=ddp_cpu", "hydra.run.dir=ddp", cwd=tmp_path)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert metrics["train/skipped"] == 1 and metrics["test/samples"] == 8
+    assert (tmp_path / "ddp" / "plots" / "test_depth.png").exists()
+
+    best = next((tmp_path / "ddp" / "checkpoints").glob("best-*.ckpt"))
+    single = train_py(*args, "stage=test", f"ckpt_path={best}", "hydra.run.dir=one", cwd=tmp_path)
+    assert single.returncode == 0, single.stderr[-3000:]
+    reference = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    for key in ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "delta1", "delta2", "delta3"):
+        assert metrics[f"test/{key}"] == pytest.approx(reference[f"test/{key}"], rel=1e-5), key
