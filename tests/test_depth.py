@@ -16,7 +16,7 @@ from hotcv_train.metrics.depth import depth_metrics
 from hotcv_train.modules.depth_estimation import eigen_mask, silog_loss
 from hotcv_train.run import run
 from tests.conftest import train_py
-from tests.tiny.depth import depth_overrides
+from tests.tiny.depth import depth_overrides, tiny_glpn
 
 NAN = float("nan")
 
@@ -241,6 +241,17 @@ def test_a_depth_map_of_another_size_fails_naming_the_sample() -> None:
         make_datamodule(partial(with_depth, [bad, good]))  # found by check(), before any model
 
 
+def test_a_bad_sample_in_a_dataloader_worker_is_still_one_line() -> None:
+    good, bad = np.ones((32, 64), np.float32), np.ones((16, 64), np.float32)
+    dm = make_datamodule(partial(with_depth, [good, bad]), num_workers=1)
+    with pytest.raises(UserError) as raised:
+        next(iter(dm.val_dataloader()))
+    assert raised.value.problems == [
+        "dataset: val sample 1 of with_depth: image is 32x64 but depth is 16x64 (height x width); "
+        "they must match pixel for pixel"
+    ]
+
+
 def test_a_multi_channel_depth_map_fails_naming_the_sample() -> None:
     rgb = np.zeros((32, 64, 3), np.uint8)
     with pytest.raises(UserError, match=r"train sample 0 .*3-channel RGB image"):
@@ -292,8 +303,31 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def test_labels_follow_the_model_output_resolution(tiny_dir) -> None:
+    """Depth finer than the prediction is brought down with nearest, not the prediction up."""
+    from hotcv_train.models import ModelSpec
+    from hotcv_train.modules.depth_estimation import DepthEstimationModule
+
+    module = DepthEstimationModule(
+        model=ModelSpec(str(tiny_glpn(tiny_dir / "glpn"))),
+        min_depth=1e-3,
+        max_depth=10.0,
+        silog_lambda=0.5,
+        eigen_crop=False,
+        flip_test=True,
+        num_plot_samples=0,
+        optimizer=torch.optim.AdamW,
+        scheduler=None,
+    )
+    labels = torch.full((2, 64, 128), 3.0)
+    labels[:, :, 1::2] = 0.0  # odd columns invalid; halving with nearest keeps the even ones
+    loss = module.step({"pixel_values": torch.rand(2, 3, 32, 64), "labels": labels}, "val")
+    assert torch.isfinite(loss)
+    assert int(module.val_metrics["abs_rel"].count) == 2 * 32 * 64  # every kept pixel is valid
+
+
 def test_fit_then_test_checkpoint_and_pretrained_on_tiny_glpn(
-    make_config, tiny_dir, tmp_path, one_thread
+    make_config, tiny_dir, tmp_path, one_thread, caplog
 ):
     """Real `name_or_path` / `dataset.path` loading: fit, test a checkpoint, test the model as is."""
     tiny = depth_overrides(tiny_dir)
@@ -304,6 +338,7 @@ def test_fit_then_test_checkpoint_and_pretrained_on_tiny_glpn(
     assert {f"test/{k}" for k in names} <= set(written)
     assert all(math.isfinite(v) for v in written.values()), written
     assert written["train/skipped"] == 1  # the tiny train split's all-invalid sample
+    assert "train: skipped 1 sample(s) with no valid depth pixel" in caplog.text
     assert written["test/samples"] == 8 and written["test/skipped"] == 0
     assert 0 < written["test/delta1"] <= 1
     plots = run_dir / "plots"

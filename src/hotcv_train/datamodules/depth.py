@@ -22,6 +22,19 @@ class SampleError(ValueError):
     """A row that cannot become a sample; `DepthRows` names the split and index."""
 
 
+class BadSample(UserError):
+    """One bad sample, reported as one line even from a DataLoader worker.
+
+    PyTorch rebuilds a worker's exception in the main process as `type(e)(text)`, where the text
+    is "Caught ... Original Traceback ..."; the original message is the traceback's last line.
+    """
+
+    def __init__(self, problem: str):
+        if "Original Traceback" in problem:
+            problem = problem.rstrip().rsplit("\n", 1)[-1].split(": ", 1)[-1]
+        super().__init__(problem)
+
+
 def read_depth(value: Any, scale: float) -> np.ndarray:
     """A depth cell (float image, 16-bit PNG, array or nested list) as `(H, W)` float32 metres."""
     if hasattr(value, "getbands"):  # a PIL image
@@ -80,7 +93,7 @@ class DepthRows(RowDataset):
         try:
             return super().__getitem__(index)
         except SampleError as e:
-            raise UserError(f"dataset: {self.split} sample {index} of {self.source}: {e}") from None
+            raise BadSample(f"dataset: {self.split} sample {index} of {self.source}: {e}") from None
 
 
 class DepthEstimationDataModule(HFDataModule):
