@@ -190,6 +190,8 @@ class DepthEstimationDataModule(HFDataModule):
             read_pair(rows[0], self.image_column, self.depth_column, self.depth_scale)
         except SampleError as e:
             return [f"dataset.depth_column: {split} sample 0 of {self.source}: {e}"]
+        except (OSError, SyntaxError, ValueError):
+            pass  # undecodable: `RowDataset` skips it with a warning when it comes up
         return []
 
     def transform(self, split: str) -> v2.Compose:

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 # fractions so it also applies to a resized frame.
 EIGEN_CROP = (45 / 480, 471 / 480, 41 / 640, 601 / 640)
 TRAIN_METRICS = ("abs_rel", "rmse", "delta1")  # the headline numbers; all eight in val/test
+PROGRESS_BAR = ("/abs_rel", "/delta1")
 
 
 def silog_loss(
@@ -83,11 +84,9 @@ class DepthEstimationModule(TaskModule):
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         # Samples without one valid pixel, summed over ranks and reported once an epoch.
-        self.train_skipped, self.val_skipped, self.test_skipped = (
-            SumMetric(),
-            SumMetric(),
-            SumMetric(),
-        )
+        self.train_skipped = SumMetric()
+        self.val_skipped = SumMetric()
+        self.test_skipped = SumMetric()
         self.plot_samples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -114,7 +113,9 @@ class DepthEstimationModule(TaskModule):
             valid = valid & eigen_mask(labels.shape[-2:], labels.device)
         metrics = getattr(self, f"{stage}_metrics")
         metrics.update(pred.detach(), labels, valid)
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val")
+        for name, metric in metrics.items():
+            headline = stage == "val" and name.endswith(PROGRESS_BAR)
+            self.log(name, metric, on_step=False, on_epoch=True, prog_bar=headline)
         if stage != "train" and self.global_rank == 0:
             for image, depth, p in zip(images, labels, pred.detach()):
                 if len(self.plot_samples) >= self.num_plot_samples:
