@@ -110,7 +110,7 @@ def test_validation_is_carved_from_train_with_a_fixed_seed(make_config, tiny_dir
     for _ in range(2):
         dm = instantiate(cfg.dataset, _convert_="object")
         dm.setup("fit")
-        carve.append(sorted(dm.splits["val"]["label"]) + [len(dm.splits["train"])])
+        carve.append([*sorted(dm.splits["val"]["label"]), len(dm.splits["train"])])
     assert carve[0] == carve[1]
     assert carve[0][-1] == 48 - 5  # 10% of the 48 training rows held out
 

@@ -22,7 +22,9 @@ def test_help_imports_no_heavy_library() -> None:
         "except SystemExit:\n    pass\n"
         f"print('LOADED', sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
     )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
+    )
     assert "== Config ==" in result.stdout  # Hydra's help, with the composed default config
     assert "LOADED []" in result.stdout, result.stdout[-500:]
 
@@ -30,9 +32,14 @@ def test_help_imports_no_heavy_library() -> None:
 def test_optuna_sweep_runs_trials_and_reports_the_best(tiny_dir: Path, tmp_path: Path) -> None:
     log_dir = tmp_path / "outputs"
     result = train_py(
-        "-m", "hparams_search=optuna", "task=vit_cifar10", "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.sampler.n_startup_trials=2", *classification_overrides(tiny_dir),
-        f"paths.log_dir={log_dir}", cwd=tmp_path,
+        "-m",
+        "hparams_search=optuna",
+        "task=vit_cifar10",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler.n_startup_trials=2",
+        *classification_overrides(tiny_dir),
+        f"paths.log_dir={log_dir}",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep,) = (log_dir / "vit_cifar10" / "multirun").iterdir()

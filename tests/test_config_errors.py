@@ -42,7 +42,9 @@ def test_every_static_problem_is_listed_at_once(make_config, tiny_dir: Path) -> 
 
 def test_missing_checkpoint_and_mandatory_value(make_config, tiny_dir: Path) -> None:
     cfg = make_config(
-        "task=vit_cifar10", *classification_overrides(tiny_dir), "ckpt_path=/no/last.ckpt",
+        "task=vit_cifar10",
+        *classification_overrides(tiny_dir),
+        "ckpt_path=/no/last.ckpt",
         "dataset.path=???",
     )
     problems = problems_of(cfg)
@@ -51,7 +53,10 @@ def test_missing_checkpoint_and_mandatory_value(make_config, tiny_dir: Path) -> 
 
 
 def test_data_problems_come_before_the_model_loads(make_config, tiny_dir: Path) -> None:
-    overrides = [*classification_overrides(tiny_dir), "module.model.name_or_path=org/not-downloaded"]
+    overrides = [
+        *classification_overrides(tiny_dir),
+        "module.model.name_or_path=org/not-downloaded",
+    ]
     # The model id is unreachable offline: if the data were not checked first, that error
     # (not the data's) would surface.
     cfg = make_config("task=vit_cifar10", *overrides, "dataset.label_column=lbl")
@@ -77,9 +82,13 @@ def test_unreachable_hub_ids_name_the_key_and_the_offline_fix(make_config, tiny_
     assert "hf download org/not-downloaded --local-dir DIR" in problem
     assert problem.endswith("set module.model.name_or_path=DIR")
 
-    cfg = make_config("task=vit_cifar10", *classification_overrides(tiny_dir), "dataset.path=org/data")
+    cfg = make_config(
+        "task=vit_cifar10", *classification_overrides(tiny_dir), "dataset.path=org/data"
+    )
     (problem,) = problems_of(cfg)
-    assert problem.startswith("dataset.path: cannot load dataset 'org/data' from the Hugging Face Hub")
+    assert problem.startswith(
+        "dataset.path: cannot load dataset 'org/data' from the Hugging Face Hub"
+    )
     assert "--repo-type dataset --local-dir DIR" in problem
 
 
@@ -93,8 +102,11 @@ def test_scratch_models_need_explicit_preprocessing(make_config, tiny_dir: Path)
 
 def test_cli_prints_one_line_per_problem_and_exits_2(tmp_path: Path) -> None:
     result = train_py(
-        "experiment=quickstart", "+module.foo=1", "dataset.batch_size=many",
-        f"paths.log_dir={tmp_path}", cwd=tmp_path,
+        "experiment=quickstart",
+        "+module.foo=1",
+        "dataset.batch_size=many",
+        f"paths.log_dir={tmp_path}",
+        cwd=tmp_path,
     )
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]

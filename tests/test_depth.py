@@ -293,16 +293,6 @@ def test_synthetic_scenes_are_seeded_and_in_the_nyu_schema() -> None:
 # --- end to end --------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def one_thread():
-    """Train on one intra-op thread: on a small shared CI box, two OpenMP threads contending for
-    busy cores make these small models several times slower, not faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_labels_follow_the_model_output_resolution(tiny_dir) -> None:
     """Depth finer than the prediction is brought down with nearest, not the prediction up."""
     from hotcv_train.models import ModelSpec
@@ -327,7 +317,7 @@ def test_labels_follow_the_model_output_resolution(tiny_dir) -> None:
 
 
 def test_fit_then_test_checkpoint_and_pretrained_on_tiny_glpn(
-    make_config, tiny_dir, tmp_path, one_thread, caplog
+    make_config, tiny_dir, tmp_path, caplog
 ):
     """Real `name_or_path` / `dataset.path` loading: fit, test a checkpoint, test the model as is."""
     tiny = depth_overrides(tiny_dir)
@@ -355,7 +345,7 @@ def test_fit_then_test_checkpoint_and_pretrained_on_tiny_glpn(
     assert as_is["test/abs_rel"] != pytest.approx(metrics["test/abs_rel"], rel=1e-6)
 
 
-def test_a_tiny_glpn_learns_synthetic_depth(make_config, one_thread) -> None:
+def test_a_tiny_glpn_learns_synthetic_depth(make_config) -> None:
     """experiment=depth_synthetic, smaller: delta1 clearly up, abs rel clearly down."""
     small = [
         "experiment=depth_synthetic",
@@ -378,9 +368,8 @@ def test_a_tiny_glpn_learns_synthetic_depth(make_config, one_thread) -> None:
     assert after["val/abs_rel"] < before["test/abs_rel"] - 0.08
 
 
-def test_ddp_metrics_equal_a_single_process_evaluation(tiny_dir, tmp_path, monkeypatch) -> None:
+def test_ddp_metrics_equal_a_single_process_evaluation(tiny_dir, tmp_path) -> None:
     """2 gloo ranks: depth metrics and the skipped count are summed over ranks, not averaged."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # two ranks on a small box: one thread each
     log_dir = tmp_path / "outputs"
     args = ["task=glpn_nyu", *depth_overrides(tiny_dir), f"paths.log_dir={log_dir}"]
     ddp = train_py(*args, "trainer=ddp_cpu", "hydra.run.dir=ddp", cwd=tmp_path)

@@ -21,7 +21,9 @@ def run_folders(log_dir: Path) -> list[Path]:
 def test_ddp_two_ranks_one_folder_and_exact_test(tiny_dir: Path, tmp_path: Path) -> None:
     log_dir = tmp_path / "outputs"
     args = [*classification_overrides(tiny_dir), f"paths.log_dir={log_dir}"]
-    result = train_py("task=vit_cifar10", "trainer=ddp_cpu", "trainer.max_epochs=1", *args, cwd=tmp_path)
+    result = train_py(
+        "task=vit_cifar10", "trainer=ddp_cpu", "trainer.max_epochs=1", *args, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
     assert [p.name for p in (log_dir / "vit_cifar10").iterdir()] == [run_folders(log_dir)[0].name]
@@ -31,9 +33,7 @@ def test_ddp_two_ranks_one_folder_and_exact_test(tiny_dir: Path, tmp_path: Path)
 
     # The reduced DDP metrics equal a single-process evaluation of the same weights.
     best = next((run_dir / "checkpoints").glob("best-*.ckpt"))
-    single = train_py(
-        "task=vit_cifar10", "stage=test", f"ckpt_path={best}", *args, cwd=tmp_path
-    )
+    single = train_py("task=vit_cifar10", "stage=test", f"ckpt_path={best}", *args, cwd=tmp_path)
     assert single.returncode == 0, single.stderr[-3000:]
     (one,) = [p for p in run_folders(log_dir) if p != run_dir]
     reference = json.loads((one / "metrics.json").read_text())
@@ -45,12 +45,19 @@ def test_ddp_two_ranks_one_folder_and_exact_test(tiny_dir: Path, tmp_path: Path)
 def test_multirun_makes_one_folder_per_job(trainer: str, tiny_dir: Path, tmp_path: Path) -> None:
     log_dir = tmp_path / "outputs"
     result = train_py(
-        "-m", "task=vit_cifar10", f"trainer={trainer}", "module.optimizer.lr=1e-3,3e-4",
-        *classification_overrides(tiny_dir), f"paths.log_dir={log_dir}", cwd=tmp_path,
+        "-m",
+        "task=vit_cifar10",
+        f"trainer={trainer}",
+        "module.optimizer.lr=1e-3,3e-4",
+        *classification_overrides(tiny_dir),
+        f"paths.log_dir={log_dir}",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
 
-    (sweep,) = (log_dir / "vit_cifar10" / "multirun").iterdir()  # one sweep folder, not one per rank
+    (sweep,) = (
+        log_dir / "vit_cifar10" / "multirun"
+    ).iterdir()  # one sweep folder, not one per rank
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
     assert run_folders(log_dir) == [sweep / "0", sweep / "1"]
     lrs = []

@@ -84,8 +84,13 @@ def test_records_do_not_depend_on_the_number_of_ranks(
 
 def test_more_ranks_than_inputs_is_a_clear_error(tiny_dir: Path, tmp_path: Path) -> None:
     result = train_py(
-        f"task={TASK}", "trainer=ddp_cpu", *clipseg_overrides(tiny_dir), "dataset.max_inputs=1",
-        f"paths.log_dir={tmp_path}", cwd=tmp_path, timeout=300,
+        f"task={TASK}",
+        "trainer=ddp_cpu",
+        *clipseg_overrides(tiny_dir),
+        "dataset.max_inputs=1",
+        f"paths.log_dir={tmp_path}",
+        cwd=tmp_path,
+        timeout=300,
     )
     assert result.returncode == 2, result.stderr[-3000:]
     assert "error: trainer.devices: 1 sample(s) cannot be shared by 2 ranks" in result.stderr

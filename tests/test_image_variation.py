@@ -44,15 +44,6 @@ def variations(run_dir: Path, record: dict) -> list[np.ndarray]:
     return [pixels(run_dir / v["image"]) for v in record["variations"]]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions run faster on one thread, and far faster on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def module(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """The task's module, built from the composed config (not attached to a trainer: CPU)."""

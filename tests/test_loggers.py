@@ -25,8 +25,13 @@ def test_csv_and_tensorboard_together(make_config, tiny_dir: Path, tmp_path: Pat
 def test_wandb_offline_one_run_per_job_grouped_by_sweep(tiny_dir: Path, tmp_path: Path) -> None:
     log_dir = tmp_path / "outputs"
     result = train_py(
-        "-m", "task=vit_cifar10", "logger=wandb", "module.optimizer.lr=1e-3,3e-4",
-        *classification_overrides(tiny_dir), f"paths.log_dir={log_dir}", cwd=tmp_path,
+        "-m",
+        "task=vit_cifar10",
+        "logger=wandb",
+        "module.optimizer.lr=1e-3,3e-4",
+        *classification_overrides(tiny_dir),
+        f"paths.log_dir={log_dir}",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep,) = (log_dir / "vit_cifar10" / "multirun").iterdir()

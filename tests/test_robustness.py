@@ -20,8 +20,11 @@ from tests.tiny.classification import classification_overrides, colour_images
 
 def test_nan_loss_stops_with_a_clear_error(make_config, tiny_dir: Path, tmp_path: Path) -> None:
     cfg = make_config(
-        "task=vit_cifar10", *classification_overrides(tiny_dir), "trainer.max_epochs=3",
-        "module.optimizer.lr=1e30", "module.scheduler=null",
+        "task=vit_cifar10",
+        *classification_overrides(tiny_dir),
+        "trainer.max_epochs=3",
+        "module.optimizer.lr=1e30",
+        "module.scheduler=null",
     )
     with pytest.raises(NonFiniteLossError) as caught:
         run(cfg)
@@ -44,7 +47,9 @@ def test_corrupt_image_is_skipped_and_the_rest_is_used(
             image.save(folder / split / names[label] / f"{i}.png")
     (folder / "test" / "red" / "0.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
 
-    cfg = make_config("task=vit_cifar10", *classification_overrides(tiny_dir), f"dataset.path={folder}")
+    cfg = make_config(
+        "task=vit_cifar10", *classification_overrides(tiny_dir), f"dataset.path={folder}"
+    )
     with caplog.at_level("WARNING"):
         metrics = run(cfg)
     assert metrics["test/samples"] == 7  # 8 test images, one unreadable
@@ -59,12 +64,21 @@ def test_interrupted_fit_saves_a_resumable_checkpoint(
 ) -> None:
     run_dir = tmp_path / "run"
     command = [
-        sys.executable, str(ROOT / "train.py"), *TEST_OVERRIDES, "task=vit_cifar10",
-        *classification_overrides(tiny_dir), "trainer.max_epochs=1000",
-        f"hydra.run.dir={run_dir}", f"paths.log_dir={tmp_path}",
+        sys.executable,
+        str(ROOT / "train.py"),
+        *TEST_OVERRIDES,
+        "task=vit_cifar10",
+        *classification_overrides(tiny_dir),
+        "trainer.max_epochs=1000",
+        f"hydra.run.dir={run_dir}",
+        f"paths.log_dir={tmp_path}",
     ]
     process = subprocess.Popen(
-        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        command,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
@@ -85,8 +99,11 @@ def test_interrupted_fit_saves_a_resumable_checkpoint(
     from tests.conftest import compose_config
 
     cfg = compose_config(
-        tmp_path / "resumed", "task=vit_cifar10", *classification_overrides(tiny_dir),
-        "trainer.max_epochs=2", f"ckpt_path={interrupted}",
+        tmp_path / "resumed",
+        "task=vit_cifar10",
+        *classification_overrides(tiny_dir),
+        "trainer.max_epochs=2",
+        f"ckpt_path={interrupted}",
     )
     metrics = run(cfg)
     assert json.loads((tmp_path / "resumed" / "metrics.json").read_text())["test/samples"] == 17
