@@ -67,6 +67,16 @@ def collate(samples: list[dict | None]) -> dict | None:
     return torch.utils.data.default_collate(samples) if samples else None
 
 
+def missing_columns(rows: Any, source: str, **columns: str | None) -> list[str]:
+    """One problem line per configured column (keyword = its `dataset.` key) that `rows` lacks."""
+    have = ", ".join(rows.column_names)
+    return [
+        f"dataset.{key}: no column {col!r} in {source} (columns: {have})"
+        for key, col in columns.items()
+        if col is not None and col not in rows.column_names
+    ]
+
+
 def shard_sampler(dataset: Dataset) -> Any:
     """Under DDP, every world_size-th sample for this rank, unpadded; None on one process.
 

@@ -10,7 +10,7 @@ import torch
 from torchvision.transforms import v2
 
 from hotcv_train.checks import HubOrPath
-from hotcv_train.datamodules.base import HFDataModule
+from hotcv_train.datamodules.base import HFDataModule, missing_columns
 from hotcv_train.datamodules.preprocessing import Preprocessing, resolve_preprocessing
 from hotcv_train.errors import UserError
 
@@ -83,15 +83,9 @@ class ImageClassificationDataModule(HFDataModule):
     def check(self, rows: Any, split: str) -> list[str]:
         from datasets import ClassLabel
 
-        problems = [
-            f"dataset.{key}: no column {col!r} in {self.source} "
-            f"(columns: {', '.join(rows.column_names)})"
-            for key, col in (
-                ("image_column", self.image_column),
-                ("label_column", self.label_column),
-            )
-            if col not in rows.column_names
-        ]
+        problems = missing_columns(
+            rows, self.source, image_column=self.image_column, label_column=self.label_column
+        )
         if problems:
             return problems
         feature = rows.features[self.label_column]

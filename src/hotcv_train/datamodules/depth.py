@@ -12,7 +12,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from hotcv_train.checks import HubOrPath
-from hotcv_train.datamodules.base import HFDataModule, RowDataset
+from hotcv_train.datamodules.base import HFDataModule, RowDataset, missing_columns
 from hotcv_train.datamodules.preprocessing import Preprocessing, resolve_preprocessing
 from hotcv_train.errors import UserError
 from hotcv_train.models import load_image_processor
@@ -175,15 +175,9 @@ class DepthEstimationDataModule(HFDataModule):
         return resolve_preprocessing(self.processor, list(self.crop_size), mean, std)
 
     def check(self, rows: Any, split: str) -> list[str]:
-        missing = [
-            f"dataset.{key}: no column {col!r} in the {split} split of {self.source} "
-            f"(columns: {', '.join(rows.column_names)})"
-            for key, col in (
-                ("image_column", self.image_column),
-                ("depth_column", self.depth_column),
-            )
-            if col not in rows.column_names
-        ]
+        missing = missing_columns(
+            rows, self.source, image_column=self.image_column, depth_column=self.depth_column
+        )
         if missing:
             return missing
         try:  # the first row shows a wrong schema (RGB depth, other sizes) before any model loads

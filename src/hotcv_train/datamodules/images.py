@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from hotcv_train.checks import HubOrPath, looks_local
-from hotcv_train.datamodules.base import load_source, shard_sampler
+from hotcv_train.datamodules.base import load_source, missing_columns, shard_sampler
 from hotcv_train.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -191,11 +191,7 @@ class ImageInputsDataModule(L.LightningDataModule):
         needed = {"image_column": self.image_column, "id_column": self.id_column}
         if self.references is not None:
             needed["references"] = self.references
-        problems = [
-            f"dataset.{key}: no column {col!r} in {self.path} (columns: {', '.join(rows.column_names)})"
-            for key, col in needed.items()
-            if col is not None and col not in rows.column_names
-        ]
+        problems = missing_columns(rows, str(self.path), **needed)
         if problems:
             raise UserError(*problems)
         ids = rows[self.id_column] if self.id_column else [f"{i:06d}" for i in range(len(rows))]
