@@ -123,3 +123,11 @@ def test_unknown_config_option_lists_the_choices(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "Could not find 'task/vit_cifar1O'" in result.stderr
     assert "vit_cifar10" in result.stderr  # Hydra lists the available tasks
+
+
+def test_predict_stage_on_a_module_without_one(make_config, tiny_dir: Path) -> None:
+    cfg = make_config("task=vit_cifar10", *classification_overrides(tiny_dir), "stage=predict")
+    assert problems_of(cfg) == [
+        "stage: ImageClassificationModule has no predict stage; use stage=test to evaluate "
+        "(it writes metrics.json and plots)"
+    ]

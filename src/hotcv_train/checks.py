@@ -92,6 +92,12 @@ def _check_run_keys(tree: dict) -> list[str]:
         problems.append(f"{key}: unknown top-level key{_suggest(key, RUN_KEYS)}; remove it")
     if tree.get("stage") not in STAGES:
         problems.append(f"stage: must be one of {', '.join(STAGES)}, got {tree.get('stage')!r}")
+    target = (tree.get("module") or {}).get("_target_")
+    if tree.get("stage") == "predict" and target and not _overrides(target, "predict_step"):
+        problems.append(
+            f"stage: {target.rsplit('.', 1)[-1]} has no predict stage; use stage=test to "
+            "evaluate (it writes metrics.json and plots)"
+        )
     ckpt = tree.get("ckpt_path")
     if ckpt is not None and not Path(str(ckpt)).expanduser().is_file():
         problems.append(f"ckpt_path: no such checkpoint file: {ckpt}")
@@ -109,6 +115,17 @@ def _interpolated(node: Any, key: str) -> set[str]:
             elif not OmegaConf.is_missing(node, str(k)):
                 found |= _interpolated(node._get_node(k), child)
     return found
+
+
+def _overrides(target: str, method: str) -> bool:
+    """Whether the class `target` implements `method` itself rather than inheriting Lightning's."""
+    import lightning as L
+
+    try:
+        cls = get_object(target)
+    except Exception:
+        return True  # reported as an import problem of module._target_
+    return getattr(cls, method, None) is not getattr(L.LightningModule, method)
 
 
 def _walk(value: Any, key: str, problems: list[str], copies: set[str]) -> None:
