@@ -131,3 +131,17 @@ def test_predict_stage_on_a_module_without_one(make_config, tiny_dir: Path) -> N
         "stage: ImageClassificationModule has no predict stage; use stage=test to evaluate "
         "(it writes metrics.json and plots)"
     ]
+
+
+def test_lightning_rejecting_a_setting_is_one_line_naming_the_group(
+    make_config, tiny_dir: Path
+) -> None:
+    cfg = make_config(
+        "task=vit_cifar10",
+        *classification_overrides(tiny_dir),
+        "callbacks.progress_bar={_target_: lightning.pytorch.callbacks.RichProgressBar}",
+    )
+    assert problems_of(cfg) == [
+        "trainer: Trainer was configured with `enable_progress_bar=False` but found "
+        "`RichProgressBar` in callbacks list."
+    ]

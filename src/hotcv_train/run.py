@@ -82,11 +82,15 @@ def instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
     try:
         return hydra_instantiate(node, _convert_="object", **kwargs)
     except InstantiationException as e:
+        from lightning.fabric.utilities.exceptions import MisconfigurationException
+
         cause: BaseException | None = e
-        while cause is not None and not isinstance(cause, UserError):
+        while cause is not None and not isinstance(cause, (UserError, MisconfigurationException)):
             cause = cause.__cause__ or cause.__context__
-        if cause is not None:
+        if isinstance(cause, UserError):
             raise cause from None
+        if cause is not None:  # Lightning rejecting a combination of settings
+            raise UserError(f"{key}: {cause}") from None
         raise
 
 
