@@ -118,11 +118,22 @@ def test_cli_prints_one_line_per_problem_and_exits_2(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_unknown_config_option_lists_the_choices(tmp_path: Path) -> None:
-    result = train_py("task=vit_cifar1O", cwd=tmp_path)
+@pytest.mark.parametrize(
+    ("override", "missing", "offered"),
+    [
+        ("task=vit_cifar1O", "task/vit_cifar1O", "vit_cifar10"),
+        ("dataset=cifar100", "dataset/cifar100", "cifar10"),
+        ("trainer=gpus", "trainer/gpus", "ddp_cpu"),
+    ],
+)
+def test_unknown_config_option_lists_the_choices(
+    override: str, missing: str, offered: str, tmp_path: Path
+) -> None:
+    result = train_py(override, cwd=tmp_path)
     assert result.returncode != 0
-    assert "Could not find 'task/vit_cifar1O'" in result.stderr
-    assert "vit_cifar10" in result.stderr  # Hydra lists the available tasks
+    assert f"Could not find '{missing}'" in result.stderr
+    assert offered in result.stderr  # Hydra lists the available options
+    assert "Traceback" not in result.stderr
 
 
 def test_predict_stage_on_a_module_without_one(make_config, tiny_dir: Path) -> None:
