@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from tests.conftest import train_py
+from tests.conftest import ROOT, TEST_OVERRIDES, train_py
 from tests.tiny.classification import classification_overrides
 
 TEST_SAMPLES = 17  # odd, so 2 ranks get 9 and 8: padding would show up as 18
@@ -68,3 +70,31 @@ def test_multirun_makes_one_folder_per_job(trainer: str, tiny_dir: Path, tmp_pat
         assert resolved.paths.output_dir == str(sweep / job)
         lrs.append(resolved.module.optimizer.lr)
     assert lrs == [1e-3, 3e-4]
+
+
+def test_torchrun_ranks_share_one_run_folder(tiny_dir: Path, tmp_path: Path) -> None:
+    """Ranks torchrun starts compose their own configs; the folder is named by the job id."""
+    log_dir = tmp_path / "outputs"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        str(ROOT / "train.py"),
+        *TEST_OVERRIDES,
+        "task=vit_cifar10",
+        "trainer=ddp_cpu",
+        *classification_overrides(tiny_dir),
+        f"paths.log_dir={log_dir}",
+    ]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    (run_dir,) = (log_dir / "vit_cifar10").iterdir()
+    assert run_dir.name.startswith("torchrun-")
+    assert run_folders(log_dir) == [run_dir]
+    assert json.loads((run_dir / "metrics.json").read_text())["test/samples"] == TEST_SAMPLES
+    # Each rank writes its own composed config and log instead of overwriting rank 0's.
+    names = {p.name for p in run_dir.iterdir()}
+    assert {".hydra", ".hydra_rank1", "train.log", "train_rank1.log"} <= names
