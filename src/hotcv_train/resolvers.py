@@ -40,7 +40,14 @@ def sweep_group(prefix: str) -> str | None:
     return f"{prefix}/{Path(HydraConfig.get().sweep.dir).name}"
 
 
+def cwd() -> str:
+    """The folder train.py was started from: `hydra:runtime.cwd` is unset while Hydra resolves
+    `hydra.sweep.dir`, so a sweep folder built from it fails before its first job."""
+    return os.getcwd()
+
+
 for _name, _resolver in (
+    ("cwd", cwd),
     ("sweep_group", sweep_group),
     ("run_stamp", run_stamp),
     ("rank_suffix", rank_suffix),

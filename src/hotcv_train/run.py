@@ -33,7 +33,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.dataset, "dataset")
     datamodule.setup(cfg.stage)  # load and check the data before any model loads
-    module = instantiate(cfg.module, "module")
+    module = instantiate(cfg.module, "module", **from_data(cfg.module, datamodule))
     callbacks = [instantiate(c, f"callbacks.{k}") for k, c in (cfg.callbacks or {}).items() if c]
     loggers = [instantiate(c, f"logger.{k}") for k, c in (cfg.logger or {}).items() if c]
     trainer = instantiate(
@@ -92,6 +92,12 @@ def instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
         if cause is not None:  # Lightning rejecting a combination of settings
             raise UserError(f"{key}: {cause}") from None
         raise
+
+
+def from_data(module_cfg: DictConfig, datamodule: Any) -> dict[str, Any]:
+    """What the data says (`num_labels`, `label_names`, ...) for module keys the config leaves null."""
+    facts = getattr(datamodule, "module_kwargs", dict)()
+    return {k: v for k, v in facts.items() if k in module_cfg and module_cfg[k] is None}
 
 
 def scalars(metrics: dict[str, Any]) -> dict[str, float]:

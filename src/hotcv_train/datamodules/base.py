@@ -159,6 +159,21 @@ class HFDataModule(L.LightningDataModule):
         """The function that turns one row of `split` into a dict of tensors."""
         raise NotImplementedError
 
+    def collate_fn(self, split: str) -> Callable[[list], Any]:
+        """How `split`'s samples become a batch: a picklable function (DataLoader workers).
+
+        The default stacks equal-shaped tensors; detection (boxes per image) or video overrides it.
+        Undecodable samples arrive as None and must be dropped.
+        """
+        return collate
+
+    def module_kwargs(self) -> dict[str, Any]:
+        """Facts the module needs from the data (after setup), e.g. `num_labels`, `label_names`.
+
+        `run.py` passes each one whose key the module config leaves null.
+        """
+        return {}
+
     def setup(self, stage: str | None = None) -> None:
         if self.splits is None:
             self.splits = self._load_splits()
@@ -231,7 +246,7 @@ class HFDataModule(L.LightningDataModule):
             shuffle=train,
             sampler=sampler,
             num_workers=self.num_workers,
-            collate_fn=collate,
+            collate_fn=self.collate_fn(role),
             pin_memory=torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
         )
