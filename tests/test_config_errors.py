@@ -66,11 +66,13 @@ def test_data_problems_come_before_the_model_loads(make_config, tiny_dir: Path) 
     cfg = make_config("task=vit_cifar10", *overrides, "dataset.num_labels=10")
     assert problems_of(cfg) == [
         f"dataset.num_labels: is 10 but column 'label' of {tiny_dir / 'cifar'} has 4 classes; "
-        "set dataset.num_labels=4"
+        "set dataset.num_labels=4 or null (from the data)"
     ]
     cfg = make_config("task=vit_cifar10", *overrides, "dataset.test_split=validation")
     assert problems_of(cfg) == [
-        f"dataset.test_split: no split 'validation' in {tiny_dir / 'cifar'} (it has: train, test)"
+        f"dataset.test_split: no split 'validation' in {tiny_dir / 'cifar'} (it has: train, "
+        "test); set dataset.test_split to one of them, or null to carve dataset.test_fraction "
+        "of train"
     ]
 
 
@@ -113,7 +115,7 @@ def test_cli_prints_one_line_per_problem_and_exits_2(tmp_path: Path) -> None:
     assert errors == [
         "error: dataset.batch_size: expected int, got 'many'",
         "error: module.foo: unknown key for ImageClassificationModule; known keys: "
-        "label_smoothing, model, num_labels, num_sample_images, optimizer, scheduler",
+        "label_names, label_smoothing, model, num_labels, num_sample_images, optimizer, scheduler",
     ]
     assert "Traceback" not in result.stderr
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from hotcv_train.errors import UserError
+from hotcv_train.models import ModelSpec
 from hotcv_train.modules.denoising import pick_output, resolve_saved_model
 from hotcv_train.run import run
 from hotcv_train.tiling import ramp, tile_starts, tiled_apply
@@ -120,13 +121,13 @@ def test_the_final_output_is_the_last_built_one_at_full_size() -> None:
 
 
 def test_a_folder_without_a_saved_model_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match=r"module\.name_or_path: .*no saved_model\.pb"):
-        resolve_saved_model(str(tmp_path))
+    with pytest.raises(UserError, match=r"module\.model\.name_or_path: .*no saved_model\.pb"):
+        resolve_saved_model(ModelSpec(str(tmp_path)))
 
 
 def test_an_unreachable_hub_id_names_the_offline_fix() -> None:
-    with pytest.raises(UserError, match=r"module\.name_or_path: .*hf download"):
-        resolve_saved_model("google/no-such-denoiser-offline")
+    with pytest.raises(UserError, match=r"module\.model\.name_or_path: .*hf download"):
+        resolve_saved_model(ModelSpec("google/no-such-denoiser-offline"))
 
 
 # --- through TensorFlow ---------------------------------------------------------------------
@@ -140,7 +141,7 @@ def tf_model(tiny_dir: Path):
 
     def load(name: str = "tiny_maxim", **kwargs):
         folder = tiny_denoiser(tiny_dir / name, batch=kwargs.pop("batch", None))
-        options = {"signature": "serving_default", "output_key": None, "tile_size": None}
+        options = {"signature": "serving_default", "output_key": None, "tile_size": "auto"}
         options.update(batch_tiles=4, **kwargs)
         return SavedModelTiles(import_tensorflow(torch.device("cpu")), folder, **options)
 

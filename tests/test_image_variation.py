@@ -145,7 +145,10 @@ def test_flagged_variations_are_black_recorded_and_left_out_of_the_score(
 ) -> None:
     flagging = tiny_sd_pipeline(tiny_dir / "sd_variations_flagging", safety_checker="flag")
     checked = run_task(
-        tmp_path / "on", tiny_dir, f"module.name_or_path={flagging}", "module.safety_checker=true"
+        tmp_path / "on",
+        tiny_dir,
+        f"module.model.name_or_path={flagging}",
+        "module.safety_checker=true",
     )
     for record in records(tmp_path / "on").values():
         assert all(v["nsfw"] for v in record["variations"])
@@ -155,7 +158,10 @@ def test_flagged_variations_are_black_recorded_and_left_out_of_the_score(
     assert math.isnan(checked["test/clip_similarity"])  # nothing left to score
 
     unchecked = run_task(
-        tmp_path / "off", tiny_dir, f"module.name_or_path={flagging}", "module.safety_checker=false"
+        tmp_path / "off",
+        tiny_dir,
+        f"module.model.name_or_path={flagging}",
+        "module.safety_checker=false",
     )
     for record in records(tmp_path / "off").values():
         assert not any(v["nsfw"] for v in record["variations"])
@@ -200,8 +206,8 @@ def test_bad_settings_are_listed_before_the_pipeline_loads(tiny_dir: Path, tmp_p
 
 
 def test_a_folder_that_is_not_a_pipeline_is_named(tiny_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(UserError, match=r"module.name_or_path: .*\(no model_index.json\)"):
-        run_task(tmp_path / "run", tiny_dir, f"module.name_or_path={tmp_path}")
+    with pytest.raises(UserError, match=r"module.model.name_or_path: .*\(no model_index.json\)"):
+        run_task(tmp_path / "run", tiny_dir, f"module.model.name_or_path={tmp_path}")
 
 
 def test_an_unreachable_hub_id_names_the_offline_fix(tiny_dir: Path, tmp_path: Path) -> None:
@@ -210,8 +216,8 @@ def test_an_unreachable_hub_id_names_the_offline_fix(tiny_dir: Path, tmp_path: P
         run_task(
             tmp_path / "run",
             tiny_dir,
-            "module.name_or_path=lambdalabs/sd-image-variations-diffusers",
+            "module.model.name_or_path=lambdalabs/sd-image-variations-diffusers",
         )
     (problem,) = error.value.problems
-    assert problem.startswith("module.name_or_path: cannot load model")
+    assert problem.startswith("module.model.name_or_path: cannot load model")
     assert "hf download lambdalabs/sd-image-variations-diffusers" in problem

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from hotcv_train.checks import HubOrPath
+from hotcv_train.checks import HubOrPath, looks_local
 from hotcv_train.errors import UserError
 from hotcv_train.hub import hub_errors
 
@@ -18,15 +18,23 @@ class ModelSpec:
 
     Args:
         name_or_path: Hub id or local folder. `None` builds from `model_type` + `config` alone.
+        revision: Hub branch, tag or commit to load (ignored for local folders).
         model_type: A transformers model type (`vit`, `glpn`, ...) for scratch builds.
         pretrained: `False` keeps the architecture of `name_or_path` but starts from random weights.
         config: Overrides of the model config (e.g. `hidden_size`, `num_hidden_layers`).
     """
 
     name_or_path: HubOrPath | None = None
+    revision: str | None = None
     model_type: str | None = None
     pretrained: bool = True
     config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def hub_options(self) -> dict[str, str]:
+        """`from_pretrained` keyword arguments that only a hub id takes."""
+        local = self.name_or_path is None or looks_local(self.name_or_path)
+        return {} if local or self.revision is None else {"revision": self.revision}
 
     def __post_init__(self) -> None:
         if self.name_or_path is None and self.model_type is None:
@@ -60,10 +68,12 @@ def build_model(spec: ModelSpec, auto_class: Any, **config: Any) -> Any:
             if spec.pretrained:
                 # A new head (another num_labels) replaces the checkpoint's instead of failing.
                 model = auto_class.from_pretrained(
-                    spec.name_or_path, ignore_mismatched_sizes=True, **settings
+                    spec.name_or_path, ignore_mismatched_sizes=True, **spec.hub_options, **settings
                 )
             else:
-                config = AutoConfig.from_pretrained(spec.name_or_path, **settings)
+                config = AutoConfig.from_pretrained(
+                    spec.name_or_path, **spec.hub_options, **settings
+                )
                 model = auto_class.from_config(config)
     return model.train()  # from_pretrained returns eval mode; Lightning switches per stage
 

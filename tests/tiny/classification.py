@@ -77,7 +77,6 @@ def classification_overrides(root: Path) -> list[str]:
     return [
         f"module.model.name_or_path={tiny_vit(root / 'vit')}",
         f"dataset.path={tiny_cifar(root / 'cifar')}",
-        f"dataset.num_labels={NUM_LABELS}",
         "dataset.batch_size=8",
     ]
 

@@ -97,9 +97,7 @@ def maxim_overrides(root: Path) -> list[str]:
     require_tensorflow()
     noisy, clean = noisy_pairs(root / "denoise_pairs")
     return [
-        f"module.name_or_path={tiny_denoiser(root / 'tiny_maxim')}",
-        "module.tile_size=null",  # read from the signature
-        "module.tile_overlap=8",
+        f"module.model.name_or_path={tiny_denoiser(root / 'tiny_maxim')}",
         "module.batch_tiles=4",
         f"dataset.path={noisy}",
         f"dataset.references={clean}",

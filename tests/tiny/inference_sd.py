@@ -138,7 +138,7 @@ def tiny_photos(folder: Path, n: int = NUM_INPUTS) -> Path:
 
 def sd_overrides(root: Path) -> list[str]:
     return [
-        f"module.name_or_path={tiny_sd_pipeline(root / 'sd_variations')}",
+        f"module.model.name_or_path={tiny_sd_pipeline(root / 'sd_variations')}",
         f"dataset.path={tiny_photos(root / 'sd_photos')}",
         "module.num_variations=2",
         "module.num_inference_steps=2",

@@ -18,7 +18,13 @@ from hotcv_train.hub import hub_errors
 log = logging.getLogger(__name__)
 
 
-def load_source(path: str | None, name: str | None, generator: Callable[[], Any] | None) -> Any:
+def load_source(
+    path: str | None,
+    name: str | None,
+    generator: Callable[[], Any] | None,
+    revision: str | None = None,
+    data_dir: str | None = None,
+) -> Any:
     """A `datasets.DatasetDict` from a generator, a `save_to_disk` folder, a data folder or the hub."""
     import datasets
 
@@ -29,10 +35,10 @@ def load_source(path: str | None, name: str | None, generator: Callable[[], Any]
         if (folder / "dataset_dict.json").exists() or (folder / "state.json").exists():
             data = datasets.load_from_disk(str(folder))
         else:  # image folder (class subfolders) or data files: the packaged builders infer which
-            data = datasets.load_dataset(str(folder), name)
+            data = datasets.load_dataset(str(folder), name, data_dir=data_dir)
     elif path is not None:
         with hub_errors(path, "dataset.path", repo_type="dataset"):
-            data = datasets.load_dataset(path, name)
+            data = datasets.load_dataset(path, name, revision=revision, data_dir=data_dir)
     else:
         raise UserError("dataset.path: null needs dataset.generator to make the data")
     if isinstance(data, datasets.Dataset):
@@ -106,11 +112,16 @@ class HFDataModule(L.LightningDataModule):
         path: Hub dataset id, `save_to_disk` folder, or data/image folder. Null with `generator`.
         name: Hub dataset config name, if the dataset has several.
         generator: Callable returning a DatasetDict (built-in and synthetic data).
+        revision: Hub branch, tag or commit (e.g. `refs/convert/parquet`, the hub's parquet
+            export of datasets that ship a loading script, which datasets 5 refuses).
+        data_dir: Subfolder of the source to read (e.g. one config's folder of that export).
         train_split: Split to train on.
         val_split: Split to validate on; null carves `val_fraction` of train with `split_seed`.
-        test_split: Split to test on; null tests on the validation split.
-        val_fraction: Fraction of train held out when there is no validation split.
-        split_seed: Seed of that carve (fixed, so every rank and every run agree).
+        test_split: Split to test on; null carves `test_fraction` of train. A source with only a
+            train split (a folder of class folders) gets both carved whatever their names.
+        val_fraction: Fraction of train held out for validation when it is carved.
+        test_fraction: Fraction of train held out for testing when it is carved.
+        split_seed: Seed of those carves (fixed, so every rank and every run agree).
         batch_size: Per-device training batch size.
         eval_batch_size: Per-device batch size for val/test/predict.
         num_workers: DataLoader worker processes per device.
@@ -121,10 +132,13 @@ class HFDataModule(L.LightningDataModule):
         path: HubOrPath | None,
         name: str | None,
         generator: Callable[[], Any] | None,
+        revision: str | None,
+        data_dir: str | None,
         train_split: str,
         val_split: str | None,
         test_split: str | None,
         val_fraction: float,
+        test_fraction: float,
         split_seed: int,
         batch_size: int,
         eval_batch_size: int,
@@ -134,8 +148,10 @@ class HFDataModule(L.LightningDataModule):
         if path is not None and generator is not None:
             raise UserError("dataset.generator: set either dataset.path or dataset.generator")
         self.path, self.name, self.generator = path, name, generator
+        self.revision, self.data_dir = revision, data_dir
         self.split_names = {"train": train_split, "val": val_split, "test": test_split}
-        self.val_fraction, self.split_seed = val_fraction, split_seed
+        self.fractions = {"val": val_fraction, "test": test_fraction}
+        self.split_seed = split_seed
         self.batch_size, self.eval_batch_size, self.num_workers = (
             batch_size,
             eval_batch_size,
@@ -179,34 +195,44 @@ class HFDataModule(L.LightningDataModule):
             self.splits = self._load_splits()
 
     def _load_splits(self) -> dict[str, Any]:
-        data = load_source(self.path, self.name, self.generator)
+        data = load_source(self.path, self.name, self.generator, self.revision, self.data_dir)
         available = ", ".join(data)
-        problems, splits = [], {}
-        for role, split in self.split_names.items():
-            if split is None:
-                continue
-            if split not in data:
-                problems.append(
-                    f"dataset.{role}_split: no split {split!r} in {self.source} (it has: {available})"
-                )
-            else:
+        train = self.split_names["train"]
+        if train not in data:
+            raise UserError(
+                f"dataset.train_split: no split {train!r} in {self.source} (it has: {available}); "
+                "set dataset.train_split to one of them"
+            )
+        splits, carve, problems = {"train": data[train]}, [], []
+        for role in ("test", "val"):  # test first: its carve must not depend on val_fraction
+            split = self.split_names[role]
+            if split is not None and split in data:
                 splits[role] = data[split]
+            elif split is None or list(data) == [train]:  # a folder of class folders has only train
+                carve.append(role)
+            else:
+                problems.append(
+                    f"dataset.{role}_split: no split {split!r} in {self.source} (it has: "
+                    f"{available}); set dataset.{role}_split to one of them, or null to carve "
+                    f"dataset.{role}_fraction of train"
+                )
         if problems:
             raise UserError(*problems)
-        if self.split_names["val"] is None and "train" in splits:
-            if not 0 < self.val_fraction < 1:
+        for role in carve:
+            fraction = self.fractions[role]
+            if not 0 < fraction < 1:
                 raise UserError(
-                    f"dataset.val_fraction: must be in (0, 1) to carve validation from train, "
-                    f"got {self.val_fraction}"
+                    f"dataset.{role}_fraction: must be in (0, 1) to carve {role} from train, "
+                    f"got {fraction}"
                 )
-            carved = splits["train"].train_test_split(
-                test_size=self.val_fraction, seed=self.split_seed
-            )
-            splits["train"], splits["val"] = carved["train"], carved["test"]
-        splits.setdefault("test", splits.get("val"))
+            if len(splits["train"]) < 2:
+                raise UserError(
+                    f"dataset.train_split: {len(splits['train'])} sample(s) in {self.source} "
+                    f"cannot be split into train and {role}; add data or set dataset.{role}_split"
+                )
+            parts = splits["train"].train_test_split(test_size=fraction, seed=self.split_seed)
+            splits["train"], splits[role] = parts["train"], parts["test"]
         for role, rows in splits.items():
-            if rows is None:
-                continue
             splits[role] = rows = self.adapt(rows)
             if len(rows) == 0:
                 problems.append(f"dataset.{role}_split: split of {self.source} is empty")
@@ -214,6 +240,11 @@ class HFDataModule(L.LightningDataModule):
                 problems.extend(self.check(rows, role))
         if problems:
             raise UserError(*dict.fromkeys(problems))
+        sizes = ", ".join(
+            f"{role} {len(splits[role])}" + (" (carved from train)" if role in carve else "")
+            for role in ("train", "val", "test")
+        )
+        log.info("data from %s: %s (split_seed=%d)", self.source, sizes, self.split_seed)
         return splits
 
     def dataset(self, role: str) -> Dataset:

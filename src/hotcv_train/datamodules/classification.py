@@ -31,7 +31,9 @@ class ImageClassificationDataModule(HFDataModule):
     Args:
         image_column: Column holding the images.
         label_column: Column holding integer class ids.
-        num_labels: Number of classes; checked against the data.
+        num_labels: Number of classes; null takes it from the data, a number is checked against it.
+        label_names: Class names in label order; null takes them from the data (a `ClassLabel`
+            column, or an image folder's subfolder names), else `0`, `1`, ...
         processor: Where mean/std/size come from (the model's name_or_path).
         image_size: Input size override (int or [h, w]); null reads it from `processor`.
         image_mean: Normalization mean override; null reads it from `processor`.
@@ -45,7 +47,8 @@ class ImageClassificationDataModule(HFDataModule):
         self,
         image_column: str,
         label_column: str,
-        num_labels: int,
+        num_labels: int | None,
+        label_names: list[str] | None,
         processor: HubOrPath | None,
         image_size: int | list[int] | None,
         image_mean: list[float] | None,
@@ -64,7 +67,7 @@ class ImageClassificationDataModule(HFDataModule):
         self.overrides = (image_size, image_mean, image_std)
         self.crop_scale, self.hflip = tuple(crop_scale), hflip
         self.preprocessing: Preprocessing | None = None
-        self.label_names: list[str] = [str(i) for i in range(num_labels)]
+        self.label_names = label_names
 
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
@@ -90,16 +93,41 @@ class ImageClassificationDataModule(HFDataModule):
             return problems
         feature = rows.features[self.label_column]
         if isinstance(feature, ClassLabel):
-            found = feature.num_classes
-            self.label_names = list(feature.names)
+            names = list(feature.names)
         else:
-            found = max(rows.unique(self.label_column)) + 1
-        if found != self.num_labels:
+            labels = [v for v in rows.unique(self.label_column) if v is not None]
+            if not all(isinstance(v, int) and v >= 0 for v in labels):
+                bad = next(v for v in labels if not (isinstance(v, int) and v >= 0))
+                return [
+                    f"dataset.label_column: {self.label_column!r} of {self.source} holds {bad!r}; "
+                    "labels must be class ids 0, 1, ... (or a ClassLabel column)"
+                ]
+            names = [str(i) for i in range(max(labels, default=-1) + 1)]
+        if self.num_labels is not None and len(names) != self.num_labels:
             return [
                 f"dataset.num_labels: is {self.num_labels} but column {self.label_column!r} of "
-                f"{self.source} has {found} classes; set dataset.num_labels={found}"
+                f"{self.source} has {len(names)} classes; set dataset.num_labels={len(names)} "
+                "or null (from the data)"
+            ]
+        if split == "train":  # checked first: the other splits must fit its classes
+            if self.label_names is None:
+                self.label_names = names
+            elif len(self.label_names) != len(names):
+                return [
+                    f"dataset.label_names: {len(self.label_names)} names for {len(names)} classes "
+                    f"in {self.source}; give one per class or null (from the data)"
+                ]
+        elif self.label_names is not None and len(names) > len(self.label_names):
+            return [
+                f"dataset.{split}_split: {split} of {self.source} has class ids up to "
+                f"{len(names) - 1} but train has {len(self.label_names)} classes; "
+                "fix the labels or set dataset.num_labels"
             ]
         return []
+
+    def module_kwargs(self) -> dict[str, Any]:
+        assert self.label_names is not None, "call setup() first"
+        return {"num_labels": len(self.label_names), "label_names": list(self.label_names)}
 
     def to_sample(self, split: str) -> Callable[[dict], dict]:
         p = self.preprocessing

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from hotcv_train.errors import UserError
 from hotcv_train.models import ModelSpec, build_model
 from hotcv_train.modules.base import TaskModule
 
@@ -18,7 +19,9 @@ class ImageClassificationModule(TaskModule):
 
     Args:
         model: Where the model comes from; its head is resized to `num_labels`.
-        num_labels: Number of classes (from the dataset config).
+        num_labels: Number of classes; null in the config: from the data (run.py passes it).
+        label_names: Class names, stored in the model config (`id2label`) and used in plots;
+            null in the config: from the data.
         label_smoothing: Cross-entropy label smoothing.
         num_sample_images: Test images shown in `plots/test_samples.png`.
         **kwargs: `optimizer` and `scheduler` of `TaskModule`.
@@ -27,7 +30,8 @@ class ImageClassificationModule(TaskModule):
     def __init__(
         self,
         model: ModelSpec,
-        num_labels: int,
+        num_labels: int | None,
+        label_names: list[str] | None,
         label_smoothing: float,
         num_sample_images: int,
         **kwargs: Any,
@@ -35,7 +39,24 @@ class ImageClassificationModule(TaskModule):
         super().__init__(**kwargs)
         # Plain values only (the recipe lives in the run's config): checkpoints load weights_only.
         self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
-        self.model = build_model(model, _auto_class(), num_labels=num_labels)
+        if num_labels is None:
+            raise UserError(
+                "module.num_labels: unknown; set dataset.num_labels (or module.num_labels)"
+            )
+        names = list(label_names) if label_names else [str(i) for i in range(num_labels)]
+        if len(names) != num_labels:
+            raise UserError(
+                f"module.label_names: {len(names)} names for num_labels={num_labels}; "
+                "give one per class or null (from the data)"
+            )
+        self.label_names = names
+        self.model = build_model(
+            model,
+            _auto_class(),
+            num_labels=num_labels,
+            id2label=dict(enumerate(names)),
+            label2id={n: i for i, n in enumerate(names)},
+        )
         self.label_smoothing = label_smoothing
         self.num_sample_images = num_sample_images
         top_k = min(5, num_labels)
@@ -78,7 +99,7 @@ class ImageClassificationModule(TaskModule):
         if self.trainer.is_global_zero:
             from hotcv_train import plots
 
-            names = getattr(self.trainer.datamodule, "label_names", None)
+            names = self.label_names
             plots.confusion_matrix(matrix, names, self.plots_dir / "confusion_matrix.png")
             plots.prediction_grid(self.samples, names, self.plots_dir / "test_samples.png")
 

@@ -8,7 +8,7 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -19,14 +19,16 @@ from torchmetrics.functional.image import (
 )
 from torchmetrics.image import StructuralSimilarityIndexMeasure
 
-from hotcv_train.checks import HubOrPath, looks_local
+from hotcv_train.checks import looks_local
 from hotcv_train.errors import UserError
+from hotcv_train.models import KEY, ModelSpec
 from hotcv_train.modules.inference import InferenceModule
 from hotcv_train.tiling import tiled_apply
 
 log = logging.getLogger(__name__)
 
 TF_MISSING = "module: this task runs TensorFlow, not installed here; pip install -e '.[tf]'"
+ANY_SIZE_TILE = 256  # tile side for models that take any input size: bounded memory per call
 SSIM_KERNEL = 11  # torchmetrics' default Gaussian window; smaller images get no SSIM
 
 
@@ -54,20 +56,23 @@ def pick_output(shapes: dict[str, tuple[int | None, ...]], size: tuple[int, int]
     return max(full, key=natural_key)
 
 
-def resolve_saved_model(name_or_path: str) -> Path:
+def resolve_saved_model(model: ModelSpec) -> Path:
     """A local SavedModel folder, downloading a hub id first (hub ids are cached by huggingface_hub)."""
     from hotcv_train.hub import hub_errors
 
+    name_or_path = model.name_or_path
+    if name_or_path is None:
+        raise UserError(f"{KEY}: needs a TensorFlow SavedModel (hub id or local folder)")
     if looks_local(name_or_path):
         folder = Path(name_or_path).expanduser()
     else:
         from huggingface_hub import snapshot_download
 
-        with hub_errors(name_or_path, "module.name_or_path"):
-            folder = Path(snapshot_download(name_or_path))
+        with hub_errors(name_or_path, KEY):
+            folder = Path(snapshot_download(name_or_path, **model.hub_options))
     if not (folder / "saved_model.pb").is_file():
         raise UserError(
-            f"module.name_or_path: {name_or_path} has no saved_model.pb; point it at a "
+            f"{KEY}: {name_or_path} has no saved_model.pb; point it at a "
             "TensorFlow SavedModel folder (tf.saved_model.save / Keras model.export)"
         )
     return folder
@@ -113,7 +118,7 @@ class SavedModelTiles:
         folder: Path,
         signature: str,
         output_key: str | None,
-        tile_size: int | None,
+        tile_size: int | Literal["auto"],
         batch_tiles: int,
     ):
         self.tf = tf
@@ -138,17 +143,13 @@ class SavedModelTiles:
                 f"module.signature: input {self.input_name!r} has shape {shape}; expected NHWC"
             )
         fixed = tuple(shape[1:3])
-        if tile_size is None:
-            if None in fixed:
-                raise UserError(
-                    f"module.tile_size: {signature!r} takes any image size; set the tile size"
-                )
-            self.tile = (int(fixed[0]), int(fixed[1]))
+        if tile_size == "auto":  # the model's own input size; 256 px for any-size models
+            self.tile = (int(fixed[0] or ANY_SIZE_TILE), int(fixed[1] or ANY_SIZE_TILE))
         else:
             if any(d is not None and d != tile_size for d in fixed):
                 raise UserError(
                     f"module.tile_size: the model takes {fixed[0]}x{fixed[1]} tiles, not "
-                    f"{tile_size}; set module.tile_size={fixed[0] if fixed[0] == fixed[1] else 'null'}"
+                    f"{tile_size}; set module.tile_size=auto"
                 )
             self.tile = (tile_size, tile_size)
         self.channels, self.dtype = shape[3], spec.dtype
@@ -198,32 +199,38 @@ class DenoisingModule(InferenceModule):
     and `test/psnr_input`, the noisy input's PSNR, so the gain is visible.
 
     Args:
-        name_or_path: Hub id (downloaded with `snapshot_download`) or a local SavedModel folder.
+        model: The SavedModel: `name_or_path` (a hub id, fetched with `snapshot_download`, or a
+            local folder holding saved_model.pb) and `revision`.
         signature: The SavedModel signature to call.
         output_key: Signature output holding the image; null picks the last-built output at the
             input's resolution (MAXIM's final stage).
-        tile_size: Tile side in pixels; null reads it from the signature's fixed input shape.
-        tile_overlap: Pixels shared by neighbouring tiles, cross-faded (at most half a tile).
+        tile_size: Tile side in pixels; `auto` reads it from the signature's fixed input shape
+            (256 when the signature takes any size).
+        tile_overlap: Pixels shared by neighbouring tiles, cross-faded (at most half a tile);
+            `auto` is a quarter of the tile.
         batch_tiles: Tiles per TensorFlow call.
         seed: Global seed (the model is deterministic; kept for `InferenceModule`).
     """
 
     def __init__(
         self,
-        name_or_path: HubOrPath,
+        model: ModelSpec,
         signature: str,
         output_key: str | None,
-        tile_size: int | None,
-        tile_overlap: int,
+        tile_size: int | Literal["auto"],
+        tile_overlap: int | Literal["auto"],
         batch_tiles: int,
         seed: int,
     ):
         super().__init__(seed=seed)
         problems = []
-        if tile_size is not None and tile_size < 1:
+        fixed_size = tile_size != "auto"
+        if fixed_size and tile_size < 1:
             problems.append(f"module.tile_size: must be a positive size in pixels, got {tile_size}")
-        if tile_overlap < 0 or (tile_size is not None and tile_overlap > tile_size // 2):
-            limit = f"[0, {tile_size // 2}]" if tile_size is not None else ">= 0"
+        if tile_overlap != "auto" and (
+            tile_overlap < 0 or (fixed_size and tile_overlap > tile_size // 2)
+        ):
+            limit = f"[0, {tile_size // 2}]" if fixed_size else ">= 0"
             problems.append(f"module.tile_overlap: must be within {limit}, got {tile_overlap}")
         if batch_tiles < 1:
             problems.append(f"module.batch_tiles: must be at least 1, got {batch_tiles}")
@@ -234,7 +241,7 @@ class DenoisingModule(InferenceModule):
         self.tile_size, self.tile_overlap, self.batch_tiles = tile_size, tile_overlap, batch_tiles
         if importlib.util.find_spec("tensorflow") is None:  # fail before any data or model loads
             raise UserError(TF_MISSING)
-        self.folder = resolve_saved_model(name_or_path)  # download (or a clear error) up front
+        self.folder = resolve_saved_model(model)  # download (or a clear error) up front
         self.model: SavedModelTiles | None = None  # TensorFlow, loaded per rank in `setup`
         # Means of per-image values, as denoising benchmarks report. Not PeakSignalNoiseRatio(dim=...):
         # its list states crash the gather when a rank scored no image (torchmetrics 1.9, gloo).
@@ -249,6 +256,8 @@ class DenoisingModule(InferenceModule):
             tf, self.folder, self.signature, self.output_key, self.tile_size, self.batch_tiles
         )
         overlap_limit = min(self.model.tile) // 2
+        if self.tile_overlap == "auto":
+            self.tile_overlap = min(self.model.tile) // 4
         if self.tile_overlap > overlap_limit:
             raise UserError(
                 f"module.tile_overlap: must be within [0, {overlap_limit}] for "

@@ -11,14 +11,14 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
 
-from hotcv_train.checks import HubOrPath, looks_local
+from hotcv_train.checks import looks_local
 from hotcv_train.errors import UserError
 from hotcv_train.hub import hub_errors
+from hotcv_train.models import KEY, ModelSpec
 from hotcv_train.modules.inference import InferenceModule
 
 log = logging.getLogger(__name__)
 
-KEY = "module.name_or_path"
 # Parts of the pipeline holding weights: registered here so Lightning moves them to the device.
 TORCH_PARTS = ("unet", "vae", "image_encoder", "safety_checker")
 
@@ -35,8 +35,8 @@ class ImageVariationModule(InferenceModule):
     out of the mean similarity, which would otherwise measure the filter, not the model.
 
     Args:
-        name_or_path: Hub id or local folder of a saved StableDiffusionImageVariationPipeline.
-        revision: Hub revision (the model card uses `v2.0`); ignored for local folders.
+        model: The pipeline: `name_or_path` (hub id or a folder written by the pipeline's
+            `save_pretrained`) and `revision` (the model card uses `v2.0`).
         num_variations: Images generated per input.
         num_inference_steps: Denoising steps.
         guidance_scale: Classifier-free guidance; 1 or less turns it off.
@@ -50,8 +50,7 @@ class ImageVariationModule(InferenceModule):
 
     def __init__(
         self,
-        name_or_path: HubOrPath,
-        revision: str | None,
+        model: ModelSpec,
         num_variations: int,
         num_inference_steps: int,
         guidance_scale: float,
@@ -66,7 +65,9 @@ class ImageVariationModule(InferenceModule):
         _check_settings(num_variations, num_inference_steps, image_size, scheduler)
         self.num_variations, self.num_inference_steps = num_variations, num_inference_steps
         self.guidance_scale, self.image_size, self.dtype_name = guidance_scale, image_size, dtype
-        self.pipe = load_pipeline(name_or_path, revision, dtype, safety_checker, scheduler)
+        if model.name_or_path is None:
+            raise UserError(f"{KEY}: needs a diffusers pipeline (hub id or local folder)")
+        self.pipe = load_pipeline(model, dtype, safety_checker, scheduler)
         self.parts = nn.ModuleDict(
             {name: getattr(self.pipe, name) for name in TORCH_PARTS if getattr(self.pipe, name)}
         )
@@ -196,8 +197,7 @@ def _check_settings(
 
 
 def load_pipeline(
-    name_or_path: str,
-    revision: str | None,
+    model: ModelSpec,
     dtype: str,
     safety_checker: bool,
     scheduler: str | None,
@@ -206,6 +206,7 @@ def load_pipeline(
     diffusers = _import_diffusers()
     pipeline_class = diffusers.StableDiffusionImageVariationPipeline
 
+    name_or_path = str(model.name_or_path)
     local = looks_local(name_or_path)
     if local and not (Path(name_or_path).expanduser() / "model_index.json").is_file():
         raise UserError(
@@ -213,7 +214,7 @@ def load_pipeline(
             "write one with pipe.save_pretrained(DIR) or hf download "
             "lambdalabs/sd-image-variations-diffusers --local-dir DIR"
         )
-    options = {} if local or revision is None else {"revision": revision}
+    options = model.hub_options
     with hub_errors(name_or_path, KEY):
         index = pipeline_class.load_config(name_or_path, **options)
     if safety_checker and not (index.get("safety_checker") or [None])[0]:
