@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# Extra overrides for `make quickstart`, e.g. make quickstart ARGS="trainer.max_epochs=5 seed=7"
+ARGS ?=
 
 .PHONY: install quickstart test test-fast lint format clean
 
@@ -15,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 quickstart: install  ## offline: a small ViT learns handwritten digits on the CPU
-	$(PY) train.py experiment=quickstart
+	$(PY) train.py experiment=quickstart $(ARGS)
 
 test: install  ## the whole suite, as CI runs it
 	$(PY) -m pytest

@@ -9,11 +9,13 @@ import pytest
 import torch
 
 from hotcv_train.run import run
+from tests.conftest import train_py
 from tests.tiny.classification import (
     NUM_LABELS,
     classification_overrides,
     colour_images,
     tiny_cifar,
+    tiny_vit,
 )
 
 
@@ -38,6 +40,8 @@ def test_fit_then_test_writes_the_run_folder(make_config, tiny_dir: Path, tmp_pa
         assert (run_dir / "plots" / plot).stat().st_size > 1000, plot
     assert (run_dir / "csv" / "metrics.csv").exists()
     # The classifier head was resized from the checkpoint's to the data's label count.
+    import hotcv_train.models  # noqa: F401  (allows its ModelSpec in weights-only loads)
+
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["state_dict"]["model.classifier.weight"].shape[0] == NUM_LABELS
 
@@ -142,3 +146,30 @@ def test_model_sources_local_folder_and_random_init(tiny_dir: Path, pretrained: 
     assert same is pretrained  # the architecture always, the weights only when pretrained
     assert model.config.hidden_dropout_prob == 0.2 and model.config.hidden_size == 32
     assert model.training
+
+
+def test_a_folder_of_class_folders_runs_with_no_extra_keys(tiny_dir: Path, tmp_path: Path) -> None:
+    """What users own: one folder, a subfolder per class (2 here, not CIFAR's 10), no splits."""
+    folder = tmp_path / "my photos"
+    images, labels = colour_images(40, seed=3)
+    for i, (image, label) in enumerate(zip(images, labels)):
+        if label < 2:
+            path = folder / ["cats", "dogs"][label] / f"img {i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            image.save(path)
+    result = train_py(
+        "task=vit_cifar10",
+        f"dataset.path={folder}",
+        f"module.model.name_or_path={tiny_vit(tiny_dir / 'vit')}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "train 16, val 2 (carved from train), test 2 (carved from train)" in result.stdout
+    (run_dir,) = (tmp_path / "outputs" / "vit_cifar10").iterdir()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["test/samples"] == 2
+    # Classes and their names come from the folders, into the checkpoint's model config.
+    import hotcv_train.models  # noqa: F401  (allows its ModelSpec in weights-only loads)
+
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["hyper_parameters"]["label_names"] == ["cats", "dogs"]

@@ -14,7 +14,7 @@ from hotcv_train.datamodules.depth import DepthEstimationDataModule
 from hotcv_train.errors import UserError
 from hotcv_train.metrics.depth import depth_metrics
 from hotcv_train.modules.depth_estimation import eigen_mask, silog_loss
-from hotcv_train.run import run
+from hotcv_train.run import instantiate, run
 from tests.conftest import train_py
 from tests.tiny.depth import depth_overrides, tiny_glpn
 
@@ -384,3 +384,56 @@ def test_ddp_metrics_equal_a_single_process_evaluation(tiny_dir, tmp_path) -> No
     reference = json.loads((tmp_path / "one" / "metrics.json").read_text())
     for key in ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "delta1", "delta2", "delta3"):
         assert metrics[f"test/{key}"] == pytest.approx(reference[f"test/{key}"], rel=1e-5), key
+
+
+def write_nyu_shards(folder, frames: dict[str, int], size=(8, 12)) -> dict[str, list]:
+    """Tar shards of .h5 frames in sayakpaul/nyu_depth_v2's layout; returns each split's frames."""
+    import io
+    import tarfile
+
+    import h5py
+
+    rng = np.random.default_rng(0)
+    written: dict[str, list] = {}
+    for prefix, n in frames.items():
+        shard = folder / "data" / f"{prefix}-000000.tar"
+        shard.parent.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(shard, "w") as archive:
+            for i in range(n):
+                rgb = rng.integers(0, 256, (3, *size), dtype=np.uint8)
+                depth = rng.uniform(0.5, 9.5, size).astype(np.float32)
+                buffer = io.BytesIO()
+                with h5py.File(buffer, "w") as h5:
+                    h5["rgb"], h5["depth"] = rgb, depth
+                info = tarfile.TarInfo(f"{prefix}/scene_{i:03d}.h5")
+                info.size = buffer.getbuffer().nbytes
+                buffer.seek(0)
+                archive.addfile(info, buffer)
+                written.setdefault(prefix, []).append((rgb, depth))
+    return written
+
+
+def test_full_nyu_reads_the_tar_shards_of_h5_frames(tmp_path, make_config) -> None:
+    from hotcv_train.data.nyu_shards import load_nyu_shards
+
+    written = write_nyu_shards(tmp_path / "nyu", {"train": 3, "val": 2})
+    data = load_nyu_shards(str(tmp_path / "nyu"))
+    assert {k: len(v) for k, v in data.items()} == {"train": 3, "validation": 2}
+    row = data["validation"][1]
+    rgb, depth = written["val"][1]
+    np.testing.assert_array_equal(np.asarray(row["image"]), rgb.transpose(1, 2, 0))
+    np.testing.assert_array_equal(np.asarray(row["depth_map"], dtype=np.float32), depth)
+
+    # The dataset option feeds the depth task's datamodule as it is.
+    cfg = make_config(
+        "task=glpn_nyu",
+        "dataset=nyu_depth_v2_full",
+        f"dataset.generator.path={tmp_path / 'nyu'}",
+        "dataset.image_mean=[0.5,0.5,0.5]",
+        "dataset.image_std=[0.5,0.5,0.5]",
+    )
+    datamodule = instantiate(cfg.dataset, "dataset")
+    datamodule.setup("fit")
+    assert {k: len(v) for k, v in datamodule.splits.items()} == {"train": 3, "val": 2, "test": 2}
+    with pytest.raises(UserError, match=r"dataset.generator.path: no train-\*\.tar or val-"):
+        load_nyu_shards(str(tmp_path / "nyu" / "data" / "missing"))

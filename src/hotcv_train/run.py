@@ -35,6 +35,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
     datamodule.setup(cfg.stage)  # load and check the data before any model loads
     module = instantiate(cfg.module, "module", **from_data(cfg.module, datamodule))
     callbacks = [instantiate(c, f"callbacks.{k}") for k, c in (cfg.callbacks or {}).items() if c]
+    if cfg.trainer.get("enable_progress_bar") is False:  # the switch a user reaches for first
+        from lightning.pytorch.callbacks import ProgressBar
+
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     loggers = [instantiate(c, f"logger.{k}") for k, c in (cfg.logger or {}).items() if c]
     trainer = instantiate(
         cfg.trainer,

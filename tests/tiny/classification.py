@@ -82,3 +82,4 @@ def classification_overrides(root: Path) -> list[str]:
 
 
 TASKS = {"vit_cifar10": classification_overrides}
+EXPERIMENTS = {"quickstart": lambda root: []}  # offline and small already

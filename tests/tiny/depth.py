@@ -68,3 +68,9 @@ def depth_overrides(root: Path) -> list[str]:
 
 
 TASKS = {"glpn_nyu": depth_overrides}
+EXPERIMENTS = {
+    "depth_synthetic": lambda root: [
+        "dataset.generator.num_train=16",
+        "dataset.generator.num_validation=8",
+    ]
+}

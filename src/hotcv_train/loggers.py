@@ -1,0 +1,40 @@
+"""Lightning's CSV logger, made safe for a metrics.csv that another process already wrote."""
+
+from __future__ import annotations
+
+import csv
+from typing import Any
+
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+
+class _MergingWriter(ExperimentWriter):
+    """Keeps the columns already in metrics.csv when it adds new ones.
+
+    Under `ddp_spawn` the fit runs in spawned processes and the test in the parent, whose writer
+    knows only its own keys: Lightning's rewrite then drops (and crashes on) the fit's columns.
+    """
+
+    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
+        with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+            reader = csv.DictReader(file)
+            rows = list(reader)
+            existing = reader.fieldnames or []
+        self.metrics_keys[:] = sorted(set(existing) | set(fieldnames))
+        with self._fs.open(self.metrics_file_path, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=self.metrics_keys)
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+class CSVLogger(LightningCSVLogger):
+    """`lightning.pytorch.loggers.CSVLogger` whose metrics.csv survives writers in two processes."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> Any:
+        if self._experiment is None:
+            self._experiment = _MergingWriter(log_dir=self.log_dir)
+        return self._experiment
