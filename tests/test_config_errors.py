@@ -158,3 +158,14 @@ def test_lightning_rejecting_a_setting_is_one_line_naming_the_group(
         "trainer: Trainer was configured with `enable_progress_bar=False` but found "
         "`RichProgressBar` in callbacks list."
     ]
+
+
+def test_debug_presets_win_over_experiments() -> None:
+    """`experiment=quickstart debug=limit` is a 2-epoch loop, not the experiment's 30 epochs."""
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import CONF
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=quickstart", "debug=limit"])
+    assert cfg.trainer.max_epochs == 2 and cfg.trainer.limit_train_batches == 5

@@ -437,3 +437,18 @@ def test_full_nyu_reads_the_tar_shards_of_h5_frames(tmp_path, make_config) -> No
     assert {k: len(v) for k, v in datamodule.splits.items()} == {"train": 3, "val": 2, "test": 2}
     with pytest.raises(UserError, match=r"dataset.generator.path: no train-\*\.tar or val-"):
         load_nyu_shards(str(tmp_path / "nyu" / "data" / "missing"))
+
+
+def test_the_hub_parquet_export_layout_loads_with_data_dir(tmp_path) -> None:
+    """The default NYU source is the hub's parquet export (revision refs/convert/parquet): one
+    folder per config, a split per subfolder, `partial-` where the export stopped early."""
+    import datasets
+
+    from hotcv_train.datamodules.base import load_source
+
+    rows = coded_rows(n=3)["train"]
+    for split in ("partial-train", "validation"):
+        (tmp_path / "default" / split).mkdir(parents=True)
+        rows.to_parquet(str(tmp_path / "default" / split / "0000.parquet"))
+    data = load_source(str(tmp_path), None, None, data_dir="default")
+    assert {k: len(v) for k, v in data.items()} == {"train": 3, "validation": 3}

@@ -109,17 +109,16 @@ def tiny_overrides(args: list[str], tiny_dir: Path) -> list[str]:
 
 
 def fill_placeholders(args: list[str], cwd: Path) -> list[str]:
+    """`<run>`: the newest run (under `cwd`) that has the file named; `<epoch>`: its best epoch."""
     filled = []
     for arg in args:
         if "<run>" in arg:
-            prefix, rest = arg.split("<run>", 1)
-            task_dir = cwd / prefix.split("=", 1)[1]
-            runs = sorted(p for p in task_dir.iterdir() if (p / "checkpoints").is_dir())
-            assert runs, f"{arg}: no earlier README line made a run in {task_dir}"
-            arg = prefix + runs[-1].name + rest
-        if "<epoch>" in arg:
-            (best,) = Path(arg.split("=", 1)[1].split("<epoch>")[0]).parent.glob("best-*.ckpt")
-            arg = arg.replace("<epoch>", best.stem.split("-", 1)[1])
+            key, value = arg.split("=", 1)
+            runs_dir, rest = value.split("<run>", 1)
+            pattern = rest.lstrip("/").replace("<epoch>", "*")
+            found = sorted(p for p in (cwd / runs_dir).glob(f"*/{pattern}"))
+            assert found, f"{arg}: no earlier README line made {pattern} under {runs_dir}"
+            arg = f"{key}={found[-1].relative_to(cwd)}"
         filled.append(arg)
     return filled
 

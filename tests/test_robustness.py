@@ -108,3 +108,82 @@ def test_interrupted_fit_saves_a_resumable_checkpoint(
     metrics = run(cfg)
     assert json.loads((tmp_path / "resumed" / "metrics.json").read_text())["test/samples"] == 17
     assert "test/acc" in metrics
+
+
+@pytest.mark.parametrize(
+    ("raw", "safe"),
+    [
+        ("cat", "cat"),
+        ("sub/dir/cat 1", "sub/dir/cat 1"),
+        ("./a//b/", "a/b"),
+        ("a\\b", "a/b"),
+        ("../../x", None),
+        ("a/../../x", None),
+        ("/abs/x", None),
+        ("C:\\x", None),
+        ("", None),
+        ("./", None),
+    ],
+)
+def test_input_ids_never_name_a_place_outside_the_run_folder(raw: str, safe: str | None) -> None:
+    from hotcv_train.datamodules.images import safe_id
+
+    assert safe_id(raw) == safe
+
+
+@pytest.mark.parametrize("bad", ["../../escaped", "/tmp/escaped"])
+def test_a_dataset_id_that_escapes_is_refused_before_anything_is_written(
+    bad: str, tmp_path: Path
+) -> None:
+    import datasets
+
+    from hotcv_train.datamodules.images import ImageInputsDataModule
+    from hotcv_train.errors import UserError
+
+    images, _ = colour_images(2, seed=0)
+    rows = {"name": ["fine", bad], "image": images}
+    datasets.DatasetDict({"test": datasets.Dataset.from_dict(rows)}).save_to_disk(tmp_path / "d")
+    dm = ImageInputsDataModule(
+        path=str(tmp_path / "d"), files=None, split="test", image_column="image",
+        id_column="name", references=None, missing_reference="error", image_mode="RGB",
+        reference_mode="RGB", max_inputs=None, batch_size=1, num_workers=0,
+    )  # fmt: skip
+    with pytest.raises(UserError, match=r"dataset.id_column: .* \(row 1\) cannot name output"):
+        dm.setup("test")
+    assert not list(tmp_path.parent.glob("escaped")) and not Path("/tmp/escaped").exists()
+
+
+def test_a_run_folder_is_never_shared_by_two_runs(tmp_path: Path, monkeypatch) -> None:
+    """Two runs in the same second (scripts, job arrays) get two folders, each created once."""
+    from hotcv_train import resolvers
+
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    monkeypatch.setattr(resolvers, "_claimed", {})
+    stamp = str(tmp_path / "quickstart" / "2026-01-01_00-00-00")
+    first = resolvers.fresh_dir(stamp)
+    assert first == stamp and Path(first).is_dir()
+    assert resolvers.fresh_dir(stamp) == first  # the same run asking again: the same folder
+    monkeypatch.setattr(resolvers, "_claimed", {})  # another process
+    assert resolvers.fresh_dir(stamp) == stamp + "_1"
+    monkeypatch.setattr(resolvers, "_claimed", {})
+    assert resolvers.fresh_dir(stamp) == stamp + "_2"
+    # Ranks of one torchrun job share the folder named by the job id.
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "abc")
+    monkeypatch.setattr(resolvers, "_claimed", {})
+    assert resolvers.fresh_dir(stamp) == stamp
+
+
+def test_runs_started_together_write_separate_folders(tiny_dir: Path, tmp_path: Path) -> None:
+    command = [
+        sys.executable, str(ROOT / "train.py"), *TEST_OVERRIDES, "experiment=quickstart",
+        "debug=fast_dev_run",
+    ]  # fmt: skip
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    procs = [
+        subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    for proc in procs:
+        assert proc.wait(timeout=600) == 0, proc.stderr.read()[-2000:]
+    runs = sorted((tmp_path / "outputs" / "quickstart").iterdir())
+    assert len(runs) == 2 and all((r / "metrics.json").is_file() for r in runs)

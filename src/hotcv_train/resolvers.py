@@ -9,6 +9,14 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 
+def launcher_job_id() -> str | None:
+    """The id shared by every rank that torchrun or srun started together; None otherwise."""
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in os.environ:
+        return f"slurm-{os.environ['SLURM_JOB_ID']}.{os.environ.get('SLURM_STEP_ID', '0')}"
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")  # "none" unless --rdzv-id/--standalone
+    return f"torchrun-{run_id}" if run_id != "none" else None
+
+
 def run_stamp(fmt: str) -> str:
     """The time now in `fmt`; for ranks that torchrun or srun started together, their job's id.
 
@@ -16,12 +24,32 @@ def run_stamp(fmt: str) -> str:
     config: a timestamp could differ by a second between them and split one run into two folders.
     (Ranks that Lightning launches reuse the parent's config instead; see launch.py.)
     """
-    if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in os.environ:
-        return f"slurm-{os.environ['SLURM_JOB_ID']}.{os.environ.get('SLURM_STEP_ID', '0')}"
-    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")  # "none" unless --rdzv-id/--standalone
-    if run_id != "none":
-        return f"torchrun-{run_id}"
-    return datetime.now().strftime(fmt)
+    return launcher_job_id() or datetime.now().strftime(fmt)
+
+
+_claimed: dict[str, str] = {}
+
+
+def fresh_dir(path: str) -> str:
+    """`path`, created now by this run alone; `path_1`, `path_2`, ... when another run has it.
+
+    Runs started in the same second (from scripts, job arrays) would otherwise share one folder
+    and overwrite each other's checkpoints and metrics. Ranks of one torchrun/srun job share a
+    folder named by the job id: that one is never suffixed. Remembered per process, since Hydra
+    resolves the run folder more than once.
+    """
+    if path in _claimed or launcher_job_id() is not None:
+        return _claimed.get(path, path)
+    candidate, n = Path(path), 0
+    while True:
+        try:
+            candidate.mkdir(parents=True, exist_ok=False)
+            break
+        except FileExistsError:
+            n += 1
+            candidate = Path(f"{path}_{n}")
+    _claimed[path] = str(candidate)
+    return str(candidate)
 
 
 def rank_suffix(name: str) -> str:
@@ -50,6 +78,7 @@ for _name, _resolver in (
     ("cwd", cwd),
     ("sweep_group", sweep_group),
     ("run_stamp", run_stamp),
+    ("fresh_dir", fresh_dir),
     ("rank_suffix", rank_suffix),
 ):
     if not OmegaConf.has_resolver(_name):

@@ -35,6 +35,16 @@ def find_images(folder: Path) -> dict[str, Path]:
     return found
 
 
+def safe_id(raw: Any) -> str | None:
+    """`raw` as a relative output name (`a/b`), or None when it could name a place outside the run
+    folder (`..`, an absolute path, a drive letter) or is empty."""
+    text = str(raw).replace("\\", "/")
+    parts = [p for p in text.split("/") if p not in ("", ".")]
+    if not parts or text.startswith("/") or ".." in parts or ":" in parts[0] or "\0" in text:
+        return None
+    return "/".join(parts)
+
+
 def to_tensor(image: Any, mode: str) -> torch.Tensor:
     """A PIL image as a uint8 tensor: CHW for RGB, HW for single-channel modes (masks).
 
@@ -194,9 +204,21 @@ class ImageInputsDataModule(L.LightningDataModule):
         problems = missing_columns(rows, str(self.path), **needed)
         if problems:
             raise UserError(*problems)
-        ids = rows[self.id_column] if self.id_column else [f"{i:06d}" for i in range(len(rows))]
-        if len(set(map(str, ids))) != len(ids):
-            raise UserError(f"dataset.id_column: values of {self.id_column!r} are not unique")
+        raw = rows[self.id_column] if self.id_column else [f"{i:06d}" for i in range(len(rows))]
+        ids = [safe_id(r) for r in raw]
+        if None in ids:
+            row = ids.index(None)
+            raise UserError(
+                f"dataset.id_column: {raw[row]!r} (row {row}) cannot name output files: ids are "
+                "relative names without '..', a leading '/' or a drive letter; fix the column "
+                "or set dataset.id_column=null (row numbers)"
+            )
+        if len(set(ids)) != len(ids):
+            raise UserError(
+                f"dataset.id_column: values of {self.id_column!r} are not unique as file names "
+                "(after dropping empty and '.' path parts); fix the column or set "
+                "dataset.id_column=null (row numbers)"
+            )
         self.rows = rows
         has_refs = self.references is not None
         return [(str(ids[i]), i, i if has_refs else None) for i in range(len(rows))]

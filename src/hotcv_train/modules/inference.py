@@ -10,6 +10,8 @@ from typing import Any
 import lightning as L
 import torch
 
+from hotcv_train.errors import UserError
+
 
 class InferenceModule(L.LightningModule):
     """Runs a pretrained model over inputs in `test` (scored) or `predict` (outputs only) stages.
@@ -44,6 +46,10 @@ class InferenceModule(L.LightningModule):
     def output_path(self, sample_id: str, suffix: str) -> Path:
         """`<run>/predictions/<id><suffix>`, with the id's subfolders created."""
         path = self.output_dir / f"{sample_id}{suffix}"
+        if not path.resolve().is_relative_to(self.output_dir.resolve()):  # ids are checked earlier
+            raise UserError(
+                f"dataset: input id {sample_id!r} would write outside {self.output_dir}"
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
