@@ -442,7 +442,6 @@ def test_full_nyu_reads_the_tar_shards_of_h5_frames(tmp_path, make_config) -> No
 def test_the_hub_parquet_export_layout_loads_with_data_dir(tmp_path) -> None:
     """The default NYU source is the hub's parquet export (revision refs/convert/parquet): one
     folder per config, a split per subfolder, `partial-` where the export stopped early."""
-    import datasets
 
     from hotcv_train.datamodules.base import load_source
 
