@@ -169,3 +169,44 @@ def test_debug_presets_win_over_experiments() -> None:
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=["experiment=quickstart", "debug=limit"])
     assert cfg.trainer.max_epochs == 2 and cfg.trainer.limit_train_batches == 5
+
+
+def test_out_of_range_values_are_listed_before_anything_loads(make_config, tiny_dir: Path) -> None:
+    cfg = make_config(
+        "task=vit_cifar10",
+        *classification_overrides(tiny_dir),
+        "dataset.batch_size=0",
+        "dataset.num_workers=-1",
+        "dataset.val_fraction=1.5",
+        "dataset.hflip=2",
+        "module.label_smoothing=-0.1",
+    )
+    # eval_batch_size copies batch_size: reported once, at batch_size.
+    assert sorted(problems_of(cfg)) == [
+        "dataset.batch_size: must be >= 1, got 0",
+        "dataset.hflip: must be in [0, 1], got 2",
+        "dataset.num_workers: must be >= 0, got -1",
+        "dataset.val_fraction: must be in (0, 1), got 1.5",
+        "module.label_smoothing: must be in [0, 1], got -0.1",
+    ]
+
+
+def test_library_errors_at_the_boundaries_are_one_line(
+    make_config, tiny_dir: Path, tmp_path: Path
+) -> None:
+    args = classification_overrides(tiny_dir)
+    (problem,) = problems_of(make_config("task=vit_cifar10", *args, "module.optimizer.lr=-1"))
+    assert problem == "module.optimizer: Invalid learning rate: -1"
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (problem,) = problems_of(make_config("task=vit_cifar10", *args, f"dataset.path={empty}"))
+    assert problem.startswith(f"dataset.path: no data that datasets can read in {empty}")
+
+    no_config = tmp_path / "model"
+    no_config.mkdir()
+    (no_config / "model.safetensors").write_bytes(b"")
+    cfg = make_config("task=vit_cifar10", *args, f"module.model.name_or_path={no_config}")
+    (problem,) = problems_of(cfg)
+    assert problem.startswith(f"module.model.name_or_path: cannot load {no_config}")
+    assert problem.endswith("point it at a save_pretrained folder")

@@ -14,7 +14,7 @@ import pytest
 
 from hotcv_train.errors import NonFiniteLossError
 from hotcv_train.run import run
-from tests.conftest import ROOT, TEST_OVERRIDES
+from tests.conftest import ROOT, TEST_OVERRIDES, compose_config
 from tests.tiny.classification import classification_overrides, colour_images
 
 
@@ -187,3 +187,35 @@ def test_runs_started_together_write_separate_folders(tiny_dir: Path, tmp_path: 
         assert proc.wait(timeout=600) == 0, proc.stderr.read()[-2000:]
     runs = sorted((tmp_path / "outputs" / "quickstart").iterdir())
     assert len(runs) == 2 and all((r / "metrics.json").is_file() for r in runs)
+
+
+def test_damaged_or_foreign_checkpoints_are_one_line_errors(
+    make_config, tiny_dir: Path, tmp_path: Path
+) -> None:
+    from hotcv_train.errors import UserError
+
+    run(make_config("task=vit_cifar10", *classification_overrides(tiny_dir)))
+    checkpoints = tmp_path / "run" / "checkpoints"
+    last = checkpoints / "last.ckpt"
+    damaged = checkpoints / "copied.ckpt"
+    damaged.write_bytes(last.read_bytes()[:2000])  # a copy cut short
+    later = last.stat().st_mtime + 10
+    os.utime(damaged, (later, later))
+
+    def problem(*overrides: str) -> str:
+        cfg = compose_config(tmp_path / "again", "task=vit_cifar10", *overrides)
+        with pytest.raises(UserError) as caught:
+            run(cfg)
+        (line,) = caught.value.problems
+        return line
+
+    args = classification_overrides(tiny_dir)
+    line = problem(*args, "stage=test", f"ckpt_path={damaged}")
+    assert line.startswith(f"ckpt_path: {damaged} is damaged or not a checkpoint")
+    assert (
+        "resume from the newest good one: ckpt_path=" in line
+        and "copied" not in line.split("=")[-1]
+    )
+    # Weights of another shape: the same architecture, twice as wide.
+    line = problem(*args, "stage=test", f"ckpt_path={last}", "+module.model.config.hidden_size=64")
+    assert line.startswith(f"ckpt_path: {last} holds weights of another model (size mismatch")

@@ -57,6 +57,8 @@ class SaveOnInterrupt(L.Callback):
     ) -> None:
         if trainer.state.fn != "fit" or isinstance(exception, UserError):
             return  # a config/data/NaN problem: those weights are not worth resuming from
+        if not (trainer.training or trainer.validating or trainer.sanity_checking):
+            return  # before the loops ran (e.g. restoring a checkpoint failed): nothing to save
         trainer.save_checkpoint(self.ckpt_path)
         rank_zero_warn(
             f"{type(exception).__name__} at epoch {trainer.current_epoch}, "

@@ -63,8 +63,33 @@ class PathArg:
         self.hub = hub
 
 
+class Range:
+    """Marks a number argument with the values it accepts: `low` <= x (< when `open`), x <= `high`."""
+
+    def __init__(self, low: float | None = None, high: float | None = None, open: bool = False):
+        self.low, self.high, self.open = low, high, open
+
+    def problem(self, value: float) -> str | None:
+        low_ok = self.low is None or (value > self.low if self.open else value >= self.low)
+        high_ok = self.high is None or (value < self.high if self.open else value <= self.high)
+        if low_ok and high_ok:
+            return None
+        if self.low is not None and self.high is not None:
+            return f"must be in {'(' if self.open else '['}{self.low}, {self.high}{')' if self.open else ']'}"
+        return (
+            f"must be {'>' if self.open else '>='} {self.low}"
+            if self.high is None
+            else f"must be <= {self.high}"
+        )
+
+
 HubOrPath = Annotated[str, PathArg(hub=True)]
 LocalPath = Annotated[str, PathArg(hub=False)]
+Count = Annotated[int, Range(1)]  # sizes and counts: at least one
+NonNegative = Annotated[int, Range(0)]  # worker processes, samples to draw
+Fraction = Annotated[float, Range(0, 1, open=True)]  # a share carved out of something
+Probability = Annotated[float, Range(0, 1)]
+Positive = Annotated[float, Range(0, open=True)]  # scales, depths
 
 
 def looks_local(path: str) -> bool:
@@ -176,6 +201,8 @@ def _check_node(node: dict, key: str, problems: list[str], copies: set[str]) -> 
             problems.append(f"{key}.{k}: expected {_type_name(hint)}, got {value!r}")
         elif isinstance(value, str):
             problems.extend(_path_problems(f"{key}.{k}", value, hint))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            problems.extend(_range_problems(f"{key}.{k}", value, hint))
 
 
 def _signature(target: Any) -> tuple[dict | None, dict, bool]:
@@ -246,6 +273,12 @@ def _path_problems(key: str, value: str, hint: Any) -> list[str]:
     if marks[0].hub and not looks_local(value):
         return []  # a hub id: reached (or reported) when loaded
     return [f"{key}: no such file or folder: {value}"]
+
+
+def _range_problems(key: str, value: float, hint: Any) -> list[str]:
+    marks = [m for a in _annotated(hint) for m in get_args(a)[1:] if isinstance(m, Range)]
+    found = [p for m in marks if (p := m.problem(value))]
+    return [f"{key}: {found[0]}, got {value!r}"] if found else []
 
 
 def _annotated(hint: Any) -> list[Any]:

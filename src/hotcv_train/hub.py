@@ -15,9 +15,10 @@ def hub_errors(source: str, key: str, repo_type: str = "model") -> Iterator[None
     try:
         yield
     except (OSError, ConnectionError, ValueError) as e:
-        if looks_local(source):
-            raise
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if looks_local(source):
+            what = "a save_pretrained folder" if repo_type == "model" else "a save_to_disk folder"
+            raise UserError(f"{key}: cannot load {source} ({reason}); point it at {what}") from e
         flag = "" if repo_type == "model" else f" --repo-type {repo_type}"
         raise UserError(
             f"{key}: cannot load {repo_type} {source!r} from the Hugging Face Hub ({reason}); "

@@ -9,6 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from hotcv_train.checkpoints import check_checkpoint, restore_errors
 from hotcv_train.checks import check_config
 from hotcv_train.errors import UserError
 from hotcv_train.launch import job_environment
@@ -19,6 +20,8 @@ log = logging.getLogger("hotcv_train")
 def run(cfg: DictConfig) -> dict[str, float]:
     """Run `cfg.stage` (fit then test, test, or predict) and return the final metrics."""
     check_config(cfg)  # every config problem, listed at once, before anything is built
+    if cfg.ckpt_path is not None:
+        check_checkpoint(cfg.ckpt_path)
 
     import lightning as L
     from lightning.pytorch.utilities import rank_zero_only
@@ -52,7 +55,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     metrics: dict[str, float] = {}
     try:
-        with job_environment(resolved):
+        with job_environment(resolved), restore_errors(cfg.ckpt_path):
             if cfg.stage == "fit":
                 trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
                 metrics.update(scalars(trainer.callback_metrics))

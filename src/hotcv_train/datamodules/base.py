@@ -11,7 +11,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from hotcv_train.checks import HubOrPath, looks_local
+from hotcv_train.checks import Count, Fraction, HubOrPath, NonNegative, looks_local
 from hotcv_train.errors import UserError
 from hotcv_train.hub import hub_errors
 
@@ -35,7 +35,15 @@ def load_source(
         if (folder / "dataset_dict.json").exists() or (folder / "state.json").exists():
             data = datasets.load_from_disk(str(folder))
         else:  # image folder (class subfolders) or data files: the packaged builders infer which
-            data = datasets.load_dataset(str(folder), name, data_dir=data_dir)
+            try:
+                data = datasets.load_dataset(str(folder), name, data_dir=data_dir)
+            except (FileNotFoundError, ValueError) as e:  # no data files, nothing it can read
+                reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise UserError(
+                    f"dataset.path: no data that datasets can read in {path} ({reason}); point it "
+                    "at a save_to_disk folder, an image folder (a subfolder per class) or data "
+                    "files (csv, json, parquet)"
+                ) from None
     elif path is not None:
         with hub_errors(path, "dataset.path", repo_type="dataset"):
             data = datasets.load_dataset(path, name, revision=revision, data_dir=data_dir)
@@ -137,12 +145,12 @@ class HFDataModule(L.LightningDataModule):
         train_split: str,
         val_split: str | None,
         test_split: str | None,
-        val_fraction: float,
-        test_fraction: float,
+        val_fraction: Fraction,
+        test_fraction: Fraction,
         split_seed: int,
-        batch_size: int,
-        eval_batch_size: int,
-        num_workers: int,
+        batch_size: Count,
+        eval_batch_size: Count,
+        num_workers: NonNegative,
     ):
         super().__init__()
         if path is not None and generator is not None:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torchvision.transforms import v2
 
-from hotcv_train.checks import HubOrPath
+from hotcv_train.checks import HubOrPath, Probability
 from hotcv_train.datamodules.base import HFDataModule, missing_columns
 from hotcv_train.datamodules.preprocessing import Preprocessing, resolve_preprocessing
 from hotcv_train.errors import UserError
@@ -54,7 +54,7 @@ class ImageClassificationDataModule(HFDataModule):
         image_mean: list[float] | None,
         image_std: list[float] | None,
         crop_scale: list[float],
-        hflip: float,
+        hflip: Probability,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)

@@ -11,7 +11,7 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from hotcv_train.checks import HubOrPath
+from hotcv_train.checks import Count, HubOrPath, Positive, Probability
 from hotcv_train.datamodules.base import HFDataModule, RowDataset, missing_columns
 from hotcv_train.datamodules.preprocessing import Preprocessing, resolve_preprocessing
 from hotcv_train.errors import UserError
@@ -124,14 +124,14 @@ class DepthEstimationDataModule(HFDataModule):
         self,
         image_column: str,
         depth_column: str,
-        depth_scale: float,
+        depth_scale: Positive,
         processor: HubOrPath | None,
         image_mean: list[float] | None,
         image_std: list[float] | None,
-        size_divisor: int,
+        size_divisor: Count,
         crop_size: list[int],
         eval_size: list[int] | None,
-        hflip: float,
+        hflip: Probability,
         color_jitter: list[float],
         **kwargs: Any,
     ):

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from hotcv_train.checks import HubOrPath, looks_local
+from hotcv_train.checks import Count, HubOrPath, NonNegative, looks_local
 from hotcv_train.datamodules.base import load_source, missing_columns, shard_sampler
 from hotcv_train.errors import UserError
 
@@ -132,9 +132,9 @@ class ImageInputsDataModule(L.LightningDataModule):
         missing_reference: Literal["error", "skip"],
         image_mode: str,
         reference_mode: str,
-        max_inputs: int | None,
-        batch_size: int,
-        num_workers: int,
+        max_inputs: Count | None,
+        batch_size: Count,
+        num_workers: NonNegative,
     ):
         super().__init__()
         if (path is None) == (files is None):

@@ -11,7 +11,7 @@ import lightning as L
 import torch
 from torchmetrics import MeanMetric, SumMetric
 
-from hotcv_train.errors import NonFiniteLossError
+from hotcv_train.errors import NonFiniteLossError, UserError
 
 
 def cosine_with_warmup(
@@ -89,7 +89,10 @@ class TaskModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = self.optimizer_factory(params)
+        try:
+            optimizer = self.optimizer_factory(params)
+        except (ValueError, TypeError) as e:  # torch's checks: lr < 0, betas outside [0, 1) ...
+            raise UserError(f"module.optimizer: {e}") from None
         if self.scheduler_factory is None:
             return optimizer
         steps = int(self.trainer.estimated_stepping_batches)

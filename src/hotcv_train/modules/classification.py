@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from hotcv_train.checks import NonNegative, Range
 from hotcv_train.errors import UserError
 from hotcv_train.models import ModelSpec, build_model
 from hotcv_train.modules.base import TaskModule
@@ -32,8 +33,8 @@ class ImageClassificationModule(TaskModule):
         model: ModelSpec,
         num_labels: int | None,
         label_names: list[str] | None,
-        label_smoothing: float,
-        num_sample_images: int,
+        label_smoothing: Annotated[float, Range(0, 1)],
+        num_sample_images: NonNegative,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)

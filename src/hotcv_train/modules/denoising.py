@@ -19,7 +19,7 @@ from torchmetrics.functional.image import (
 )
 from torchmetrics.image import StructuralSimilarityIndexMeasure
 
-from hotcv_train.checks import looks_local
+from hotcv_train.checks import Count, looks_local
 from hotcv_train.errors import UserError
 from hotcv_train.models import KEY, ModelSpec
 from hotcv_train.modules.inference import InferenceModule
@@ -219,7 +219,7 @@ class DenoisingModule(InferenceModule):
         output_key: str | None,
         tile_size: int | Literal["auto"],
         tile_overlap: int | Literal["auto"],
-        batch_tiles: int,
+        batch_tiles: Count,
         seed: int,
     ):
         super().__init__(seed=seed)

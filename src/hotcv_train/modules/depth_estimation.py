@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import MetricCollection, SumMetric
 
+from hotcv_train.checks import NonNegative, Positive
 from hotcv_train.metrics.depth import depth_metrics, valid_depth
 from hotcv_train.models import ModelSpec, build_model
 from hotcv_train.modules.base import TaskModule
@@ -63,12 +64,12 @@ class DepthEstimationModule(TaskModule):
     def __init__(
         self,
         model: ModelSpec,
-        min_depth: float,
-        max_depth: float,
+        min_depth: Positive,
+        max_depth: Positive,
         silog_lambda: float,
         eigen_crop: bool,
         flip_test: bool,
-        num_plot_samples: int,
+        num_plot_samples: NonNegative,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)

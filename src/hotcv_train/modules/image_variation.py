@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
 
-from hotcv_train.checks import looks_local
+from hotcv_train.checks import Count, looks_local
 from hotcv_train.errors import UserError
 from hotcv_train.hub import hub_errors
 from hotcv_train.models import KEY, ModelSpec
@@ -51,11 +51,11 @@ class ImageVariationModule(InferenceModule):
     def __init__(
         self,
         model: ModelSpec,
-        num_variations: int,
-        num_inference_steps: int,
+        num_variations: Count,
+        num_inference_steps: Count,
         guidance_scale: float,
         scheduler: str | None,
-        image_size: int,
+        image_size: Count,
         dtype: Literal["float32", "float16", "bfloat16"],
         safety_checker: bool,
         seed: int,
