@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,9 +36,31 @@ def test_nan_loss_stops_with_a_clear_error(make_config, tiny_dir: Path, tmp_path
     assert not (tmp_path / "run" / "checkpoints" / "interrupted.ckpt").exists()
 
 
-def test_corrupt_image_is_skipped_and_the_rest_is_used(
+def odd_images(base: Any) -> dict[str, Any]:
+    """Valid images users have that a plain `.convert("RGB")` mangles or that trip readers."""
+    import numpy as np
+    from PIL import Image
+
+    rgb = np.asarray(base)
+    grey16 = Image.fromarray(rgb[..., 0].astype(np.uint16) * 257)  # mode I;16
+    palette = base.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    palette.info["transparency"] = 0
+    frames = [base, base.rotate(90)]
+    return {
+        "cmyk [1].jpg": base.convert("CMYK"),
+        "grey 16-bit é.png": grey16,
+        "palette+transparency.png": palette,
+        "grey+alpha.png": base.convert("LA"),
+        "tiny 1x1.png": base.resize((1, 1)),
+        "animated.gif": frames,
+    }
+
+
+def test_bad_files_are_skipped_by_name_and_odd_images_just_work(
     make_config, tiny_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    import numpy as np
+
     folder = tmp_path / "folder"
     names = ["red", "green", "blue", "grey"]
     for split, n in (("train", 16), ("test", 8)):
@@ -46,14 +69,29 @@ def test_corrupt_image_is_skipped_and_the_rest_is_used(
             (folder / split / names[label]).mkdir(parents=True, exist_ok=True)
             image.save(folder / split / names[label] / f"{i}.png")
     (folder / "test" / "red" / "0.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (folder / "test" / "red" / "empty.png").write_bytes(b"")
+    odd = odd_images(colour_images(1, seed=5)[0][0])
+    for name, image in odd.items():
+        if isinstance(image, list):
+            image[0].save(folder / "test" / "green" / name, save_all=True, append_images=image[1:])
+        else:
+            image.save(folder / "test" / "green" / name)
 
     cfg = make_config(
         "task=vit_cifar10", *classification_overrides(tiny_dir), f"dataset.path={folder}"
     )
     with caplog.at_level("WARNING"):
         metrics = run(cfg)
-    assert metrics["test/samples"] == 7  # 8 test images, one unreadable
-    assert any("skipping test sample" in r.getMessage() for r in caplog.records)
+    # 8 good + 6 odd test images; the truncated and the empty file are skipped, by name.
+    assert metrics["test/samples"] == 8 - 1 + len(odd)
+    warnings = [r.getMessage() for r in caplog.records if "skipping" in r.getMessage()]
+    assert any(str(folder / "test" / "red" / "0.png") in w for w in warnings), warnings
+    assert any(str(folder / "test" / "red" / "empty.png") in w for w in warnings), warnings
+
+    from hotcv_train.datamodules.preprocessing import to_rgb
+
+    grey = np.asarray(to_rgb(odd["grey 16-bit é.png"]))
+    assert grey.dtype == np.uint8 and 0 < grey.mean() < 250  # rescaled, not clipped to white
 
 
 @pytest.mark.parametrize(

@@ -70,9 +70,28 @@ class RowDataset(Dataset):
         try:
             row = self.rows[index]
         except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for truncated/corrupt files
-            log.warning("skipping %s sample %d: cannot decode it (%s)", self.split, index, e)
+            where = describe_row(self.rows, index, self.split)
+            log.warning("skipping %s: cannot decode it (%s)", where, e)
             return None
         return self.to_sample(row)
+
+
+def describe_row(rows: Any, index: int, split: str) -> str:
+    """The file behind a row, for the user to find and fix: image columns keep their source path
+    (image folders); otherwise the split and row number."""
+    from datasets import Image
+
+    name = f"{split} row {index}"
+    try:
+        raw = rows
+        for column, feature in rows.features.items():
+            if isinstance(feature, Image):
+                raw = raw.cast_column(column, Image(decode=False))  # metadata only: no rewrite
+        row = raw[index]
+        paths = [v["path"] for v in row.values() if isinstance(v, dict) and v.get("path")]
+    except Exception:  # naming the file is best effort; the warning must not fail
+        paths = []
+    return f"{paths[0]} ({name})" if paths else name
 
 
 def collate(samples: list[dict | None]) -> dict | None:

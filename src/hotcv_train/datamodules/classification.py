@@ -11,13 +11,13 @@ from torchvision.transforms import v2
 
 from hotcv_train.checks import HubOrPath, Probability
 from hotcv_train.datamodules.base import HFDataModule, missing_columns
-from hotcv_train.datamodules.preprocessing import Preprocessing, resolve_preprocessing
+from hotcv_train.datamodules.preprocessing import Preprocessing, resolve_preprocessing, to_rgb
 from hotcv_train.errors import UserError
 
 
 def classification_sample(row: dict, transform: Callable, image_column: str, label_column: str):
     return {
-        "pixel_values": transform(row[image_column].convert("RGB")),
+        "pixel_values": transform(to_rgb(row[image_column])),
         "labels": torch.tensor(row[label_column]),
     }
 

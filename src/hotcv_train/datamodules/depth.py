@@ -13,7 +13,7 @@ from torchvision.transforms import v2
 
 from hotcv_train.checks import Count, HubOrPath, Positive, Probability
 from hotcv_train.datamodules.base import HFDataModule, RowDataset, missing_columns
-from hotcv_train.datamodules.preprocessing import Preprocessing, resolve_preprocessing
+from hotcv_train.datamodules.preprocessing import Preprocessing, resolve_preprocessing, to_rgb
 from hotcv_train.errors import UserError
 from hotcv_train.models import load_image_processor
 
@@ -58,7 +58,7 @@ def read_depth(value: Any, scale: float) -> np.ndarray:
 
 def read_pair(row: dict, image_column: str, depth_column: str, depth_scale: float) -> tuple:
     """A row's RGB image (PIL) and depth (`(H, W)` metres), checked to match pixel for pixel."""
-    image = row[image_column].convert("RGB")
+    image = to_rgb(row[image_column])
     depth = read_depth(row[depth_column], depth_scale)
     if depth.shape != (image.height, image.width):
         raise SampleError(

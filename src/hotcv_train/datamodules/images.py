@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from hotcv_train.checks import Count, HubOrPath, NonNegative, looks_local
 from hotcv_train.datamodules.base import load_source, missing_columns, shard_sampler
+from hotcv_train.datamodules.preprocessing import to_rgb
 from hotcv_train.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,10 @@ def to_tensor(image: Any, mode: str) -> torch.Tensor:
     which converting through the palette's colours would scramble.
     """
     keep_indices = image.mode == "P" and mode == "L"
-    array = np.asarray(image if keep_indices else image.convert(mode))
+    if keep_indices:
+        array = np.asarray(image)
+    else:
+        array = np.asarray(to_rgb(image) if mode == "RGB" else image.convert(mode))
     tensor = torch.from_numpy(array.copy())
     return tensor.permute(2, 0, 1) if tensor.ndim == 3 else tensor
 

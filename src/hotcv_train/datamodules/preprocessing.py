@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from hotcv_train.errors import UserError
 from hotcv_train.models import load_image_processor
@@ -47,3 +48,19 @@ def _processor_size(proc: object) -> tuple[int, int]:
     raise UserError(
         f"dataset.image_size: cannot read an input size from processor {proc!r}; set it"
     )
+
+
+def to_rgb(image: Any) -> Any:
+    """Any PIL image as 8-bit RGB: 16-bit and float greys are rescaled instead of clipped to
+    white, transparency is flattened onto black, CMYK/palette/grey are converted."""
+    import numpy as np
+    from PIL import Image
+
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        pixels = np.asarray(image, dtype=np.float32)
+        top = 65535.0 if image.mode.startswith("I;16") else max(float(pixels.max()), 1.0)
+        grey = (pixels / top * 255).clip(0, 255).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")  # PIL warns when palette transparency is dropped directly
+    return image.convert("RGB")
