@@ -147,10 +147,13 @@ def make_datamodule(generator, **settings) -> DepthEstimationDataModule:
         "path": None,
         "name": None,
         "generator": generator,
+        "revision": None,
+        "data_dir": None,
         "train_split": "train",
         "val_split": "validation",
         "test_split": "validation",
         "val_fraction": 0.1,
+        "test_fraction": 0.1,
         "split_seed": 0,
         "batch_size": 2,
         "eval_batch_size": 2,
@@ -308,6 +311,7 @@ def test_labels_follow_the_model_output_resolution(tiny_dir) -> None:
         num_plot_samples=0,
         optimizer=torch.optim.AdamW,
         scheduler=None,
+        compile=False,
     )
     labels = torch.full((2, 64, 128), 3.0)
     labels[:, :, 1::2] = 0.0  # odd columns invalid; halving with nearest keeps the even ones

@@ -39,6 +39,7 @@ TINY = [
     "callbacks.model_summary=null",
     "dataset.num_workers=0",
 ]
+FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-path"}
 # Sweeps: fewer trials than a real search.
 TINY_SWEEP = ["hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2"]
 # `make` targets that cannot run inside the test suite, and why (each is still checked).
@@ -123,6 +124,20 @@ def fill_placeholders(args: list[str], cwd: Path) -> list[str]:
     return filled
 
 
+def flags_first(args: list[str]) -> list[str]:
+    """Hydra's flags (with their values) before the overrides, where its argument parser wants
+    them: `task=x --cfg job` as a user types it, then appended overrides, would not parse."""
+    flags, overrides, rest = [], [], iter(args)
+    for arg in rest:
+        if arg in FLAGS_WITH_VALUE:
+            flags += [arg, next(rest)]
+        elif arg.startswith("-"):
+            flags.append(arg)
+        else:
+            overrides.append(arg)
+    return flags + overrides
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One folder for every README line, as one user's session would be."""
@@ -133,11 +148,9 @@ def run_line(command: Command, tiny_dir: Path, cwd: Path) -> subprocess.Complete
     args = shlex.split(command.line)[2:]  # after `python train.py`
     if not command.errors:  # a transcript of errors fails before anything runs: as written
         args = fill_placeholders(args, cwd) + tiny_overrides(args, tiny_dir)
-    flags = [a for a in args if a.startswith("-")]
-    overrides = [a for a in args if not a.startswith("-")]
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"}
     return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *flags, *overrides],
+        [sys.executable, str(ROOT / "train.py"), *flags_first(args)],
         cwd=cwd,
         env=env,
         capture_output=True,

@@ -29,6 +29,7 @@ RUN_KEYS = {
     "test_after_fit",
     "ckpt_path",
     "seed",
+    "float32_matmul_precision",
     "monitor",
     "monitor_mode",
     "optimized_metric",
@@ -122,6 +123,11 @@ def _check_run_keys(tree: dict) -> list[str]:
         problems.append(
             f"stage: {target.rsplit('.', 1)[-1]} has no predict stage; use stage=test to "
             "evaluate (it writes metrics.json and plots)"
+        )
+    precision = tree.get("float32_matmul_precision")
+    if precision not in ("highest", "high", "medium"):
+        problems.append(
+            f"float32_matmul_precision: must be one of highest, high, medium, got {precision!r}"
         )
     ckpt = tree.get("ckpt_path")
     if ckpt is not None and not Path(str(ckpt)).expanduser().is_file():

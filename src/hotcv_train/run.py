@@ -24,6 +24,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         check_checkpoint(cfg.ckpt_path)
 
     import lightning as L
+    import torch
     from lightning.pytorch.utilities import rank_zero_only
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -34,6 +35,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         OmegaConf.save(cfg, resolved, resolve=True)
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
     datamodule = instantiate(cfg.dataset, "dataset")
     datamodule.setup(cfg.stage)  # load and check the data before any model loads
     module = instantiate(cfg.module, "module", **from_data(cfg.module, datamodule))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -110,6 +111,16 @@ def missing_columns(rows: Any, source: str, **columns: str | None) -> list[str]:
     ]
 
 
+def resolve_workers(num_workers: int | str, trainer: Any) -> int:
+    """`num_workers`, or for `auto` the CPU cores this process may use shared among the node's
+    devices, at most 8 (more rarely helps and each worker holds a copy of the transforms)."""
+    if num_workers != "auto":
+        return int(num_workers)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    devices = max(1, getattr(trainer, "num_devices", 1) or 1)
+    return max(0, min(8, (cores or 1) // devices))
+
+
 def shard_sampler(dataset: Dataset) -> Any:
     """Under DDP, every world_size-th sample for this rank, unpadded; None on one process.
 
@@ -151,7 +162,8 @@ class HFDataModule(L.LightningDataModule):
         split_seed: Seed of those carves (fixed, so every rank and every run agree).
         batch_size: Per-device training batch size.
         eval_batch_size: Per-device batch size for val/test/predict.
-        num_workers: DataLoader worker processes per device.
+        num_workers: DataLoader worker processes per device; `auto`: this process's CPU cores
+            shared among the devices of this node, at most 8.
     """
 
     def __init__(
@@ -169,7 +181,7 @@ class HFDataModule(L.LightningDataModule):
         split_seed: int,
         batch_size: Count,
         eval_batch_size: Count,
-        num_workers: NonNegative,
+        num_workers: NonNegative | Literal["auto"],
     ):
         super().__init__()
         if path is not None and generator is not None:
@@ -294,6 +306,10 @@ class HFDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test")
 
+    def workers(self) -> int:
+        """DataLoader processes per device (`num_workers`, resolving `auto`)."""
+        return resolve_workers(self.num_workers, getattr(self, "trainer", None))
+
     def _loader(self, role: str) -> DataLoader:
         dataset = self.dataset(role)
         train = role == "train"
@@ -303,8 +319,8 @@ class HFDataModule(L.LightningDataModule):
             batch_size=self.batch_size if train else self.eval_batch_size,
             shuffle=train,
             sampler=sampler,
-            num_workers=self.num_workers,
+            num_workers=(workers := self.workers()),
             collate_fn=self.collate_fn(role),
             pin_memory=torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=workers > 0,
         )

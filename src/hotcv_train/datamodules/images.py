@@ -12,7 +12,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from hotcv_train.checks import Count, HubOrPath, NonNegative, looks_local
-from hotcv_train.datamodules.base import load_source, missing_columns, shard_sampler
+from hotcv_train.datamodules.base import (
+    load_source,
+    missing_columns,
+    resolve_workers,
+    shard_sampler,
+)
 from hotcv_train.datamodules.preprocessing import to_rgb
 from hotcv_train.errors import UserError
 
@@ -138,7 +143,7 @@ class ImageInputsDataModule(L.LightningDataModule):
         reference_mode: str,
         max_inputs: Count | None,
         batch_size: Count,
-        num_workers: NonNegative,
+        num_workers: NonNegative | Literal["auto"],
     ):
         super().__init__()
         if (path is None) == (files is None):
@@ -249,7 +254,7 @@ class ImageInputsDataModule(L.LightningDataModule):
             batch_size=self.batch_size,
             sampler=shard_sampler(dataset),
             shuffle=False,
-            num_workers=self.num_workers,
+            num_workers=resolve_workers(self.num_workers, getattr(self, "trainer", None)),
             collate_fn=collate_list,
         )
 

@@ -25,7 +25,7 @@ class ImageClassificationModule(TaskModule):
             null in the config: from the data.
         label_smoothing: Cross-entropy label smoothing.
         num_sample_images: Test images shown in `plots/test_samples.png`.
-        **kwargs: `optimizer` and `scheduler` of `TaskModule`.
+        **kwargs: `optimizer`, `scheduler` and `compile` of `TaskModule`.
     """
 
     def __init__(
