@@ -87,8 +87,10 @@ class Range:
 HubOrPath = Annotated[str, PathArg(hub=True)]
 LocalPath = Annotated[str, PathArg(hub=False)]
 Count = Annotated[int, Range(1)]  # sizes and counts: at least one
-NonNegative = Annotated[int, Range(0)]  # worker processes, samples to draw
+NonNegative = Annotated[int, Range(0)]  # samples to draw, seeds
+Workers = Annotated[int, Range(0, 128)]  # processes to start: a typo must not fork a thousand
 Fraction = Annotated[float, Range(0, 1, open=True)]  # a share carved out of something
+Pixels = Annotated[int, Range(1, 16384)]  # an image side: a typo must not allocate petabytes
 Probability = Annotated[float, Range(0, 1)]
 Positive = Annotated[float, Range(0, open=True)]  # scales, depths
 
@@ -124,6 +126,15 @@ def _check_run_keys(tree: dict) -> list[str]:
             f"stage: {target.rsplit('.', 1)[-1]} has no predict stage; use stage=test to "
             "evaluate (it writes metrics.json and plots)"
         )
+    seed = tree.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        problems.append(f"seed: must be a whole number in [0, 2**32), got {seed!r}")
+    if not isinstance(tree.get("test_after_fit"), bool):
+        problems.append(
+            f"test_after_fit: expected true or false, got {tree.get('test_after_fit')!r}"
+        )
+    if tree.get("monitor_mode") not in ("min", "max"):
+        problems.append(f"monitor_mode: must be min or max, got {tree.get('monitor_mode')!r}")
     precision = tree.get("float32_matmul_precision")
     if precision not in ("highest", "high", "medium"):
         problems.append(
@@ -207,8 +218,8 @@ def _check_node(node: dict, key: str, problems: list[str], copies: set[str]) -> 
             problems.append(f"{key}.{k}: expected {_type_name(hint)}, got {value!r}")
         elif isinstance(value, str):
             problems.extend(_path_problems(f"{key}.{k}", value, hint))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            problems.extend(_range_problems(f"{key}.{k}", value, hint))
+        elif (problem := _range_problem(value, hint)) is not None:
+            problems.append(f"{key}.{k}: {problem}, got {value!r}")
 
 
 def _signature(target: Any) -> tuple[dict | None, dict, bool]:
@@ -281,10 +292,22 @@ def _path_problems(key: str, value: str, hint: Any) -> list[str]:
     return [f"{key}: no such file or folder: {value}"]
 
 
-def _range_problems(key: str, value: float, hint: Any) -> list[str]:
-    marks = [m for a in _annotated(hint) for m in get_args(a)[1:] if isinstance(m, Range)]
-    found = [p for m in marks if (p := m.problem(value))]
-    return [f"{key}: {found[0]}, got {value!r}"] if found else []
+def _range_problem(value: Any, hint: Any) -> str | None:
+    """What is out of range in `value` (a number, or numbers in a list) for `hint`'s `Range`s."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Annotated:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            for mark in args[1:]:
+                if isinstance(mark, Range) and (problem := mark.problem(value)):
+                    return problem
+        return _range_problem(value, args[0])
+    if origin in (Union, types.UnionType):
+        fitting = [a for a in args if _matches(value, a)]
+        return _range_problem(value, fitting[0]) if fitting else None
+    if origin in (list, collections.abc.Sequence) and isinstance(value, list) and args:
+        found = (_range_problem(v, args[0]) for v in value)
+        return next((f"each value {p}" for p in found if p), None)
+    return None
 
 
 def _annotated(hint: Any) -> list[Any]:

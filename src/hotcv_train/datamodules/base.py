@@ -12,7 +12,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from hotcv_train.checks import Count, Fraction, HubOrPath, NonNegative, looks_local
+from hotcv_train.checks import Count, Fraction, HubOrPath, NonNegative, Workers, looks_local
 from hotcv_train.errors import UserError
 from hotcv_train.hub import hub_errors
 
@@ -178,10 +178,10 @@ class HFDataModule(L.LightningDataModule):
         test_split: str | None,
         val_fraction: Fraction,
         test_fraction: Fraction,
-        split_seed: int,
+        split_seed: NonNegative,
         batch_size: Count,
         eval_batch_size: Count,
-        num_workers: NonNegative | Literal["auto"],
+        num_workers: Workers | Literal["auto"],
     ):
         super().__init__()
         if path is not None and generator is not None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torchvision.transforms import v2
 
-from hotcv_train.checks import HubOrPath, Probability
+from hotcv_train.checks import HubOrPath, Pixels, Probability, Range
 from hotcv_train.datamodules.base import HFDataModule, missing_columns
 from hotcv_train.datamodules.preprocessing import Preprocessing, resolve_preprocessing, to_rgb
 from hotcv_train.errors import UserError
@@ -50,10 +50,10 @@ class ImageClassificationDataModule(HFDataModule):
         num_labels: int | None,
         label_names: list[str] | None,
         processor: HubOrPath | None,
-        image_size: int | list[int] | None,
+        image_size: Pixels | list[Pixels] | None,
         image_mean: list[float] | None,
         image_std: list[float] | None,
-        crop_scale: list[float],
+        crop_scale: list[Annotated[float, Range(0, 1, open=False)]],
         hflip: Probability,
         **kwargs: Any,
     ):

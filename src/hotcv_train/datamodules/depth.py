@@ -11,7 +11,7 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from hotcv_train.checks import Count, HubOrPath, Positive, Probability
+from hotcv_train.checks import Count, HubOrPath, Pixels, Positive, Probability
 from hotcv_train.datamodules.base import HFDataModule, RowDataset, missing_columns
 from hotcv_train.datamodules.preprocessing import Preprocessing, resolve_preprocessing, to_rgb
 from hotcv_train.errors import UserError
@@ -129,8 +129,8 @@ class DepthEstimationDataModule(HFDataModule):
         image_mean: list[float] | None,
         image_std: list[float] | None,
         size_divisor: Count,
-        crop_size: list[int],
-        eval_size: list[int] | None,
+        crop_size: list[Pixels],
+        eval_size: list[Pixels] | None,
         hflip: Probability,
         color_jitter: list[float],
         **kwargs: Any,

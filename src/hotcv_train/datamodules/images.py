@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from hotcv_train.checks import Count, HubOrPath, NonNegative, looks_local
+from hotcv_train.checks import Count, HubOrPath, Workers, looks_local
 from hotcv_train.datamodules.base import (
     load_source,
     missing_columns,
@@ -143,7 +143,7 @@ class ImageInputsDataModule(L.LightningDataModule):
         reference_mode: str,
         max_inputs: Count | None,
         batch_size: Count,
-        num_workers: NonNegative | Literal["auto"],
+        num_workers: Workers | Literal["auto"],
     ):
         super().__init__()
         if (path is None) == (files is None):
