@@ -196,7 +196,7 @@ def test_out_of_range_values_are_listed_before_anything_loads(make_config, tiny_
     assert sorted(problems_of(cfg)) == [
         "dataset.batch_size: must be >= 1, got 0",
         "dataset.hflip: must be in [0, 1], got 2",
-        "dataset.num_workers: must be >= 0, got -1",
+        "dataset.num_workers: must be in [0, 128], got -1",
         "dataset.val_fraction: must be in (0, 1), got 1.5",
         "module.label_smoothing: must be in [0, 1], got -0.1",
     ]
