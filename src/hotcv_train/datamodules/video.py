@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from hotcv_train.checks import HubOrPath, looks_local
+from hotcv_train.checks import Count, HubOrPath, NonNegative, Probability, looks_local
 from hotcv_train.datamodules.base import HFDataModule
 from hotcv_train.datamodules.preprocessing import Preprocessing, resolve_preprocessing
 from hotcv_train.errors import UserError
@@ -58,7 +58,7 @@ class VideoItem:
 # --- sources ---------------------------------------------------------------------------------------
 
 
-def fetch_archive(repo_id: str, filename: str) -> Path:
+def fetch_archive(repo_id: str, filename: str, revision: str | None = None) -> Path:
     """Download `filename` of hub dataset `repo_id` and extract it once; the extracted folder.
 
     Extraction goes to a temporary folder renamed into place, so ranks starting together never see
@@ -67,7 +67,8 @@ def fetch_archive(repo_id: str, filename: str) -> Path:
     from huggingface_hub import hf_hub_download
 
     with hub_errors(repo_id, "dataset.path", repo_type="dataset"):
-        archive = Path(hf_hub_download(repo_id, filename, repo_type="dataset")).resolve()
+        archive = hf_hub_download(repo_id, filename, repo_type="dataset", revision=revision)
+        archive = Path(archive).resolve()
     target = archive.parent.parent / "extracted" / archive.name
     if not target.is_dir():
         tmp = target.with_name(f"{archive.name}.tmp{os.getpid()}")
@@ -241,7 +242,6 @@ class VideoClassificationDataModule(HFDataModule):
         sample_rate: Stride between a clip's frames, in video frames.
         temporal_jitter: Training only: each clip frame moves by up to this many frames.
         eval_clips: Evenly spaced clips per video in validation/test, scored as one prediction.
-        test_fraction: Share of each class held out for test when the source has no split folders.
         with_labels: False for unlabelled videos (masked pretraining): no class folders needed.
         processor: Where mean/std/size come from (the model's name_or_path).
         image_size: Frame size override (int or [h, w]); null reads it from `processor`.
@@ -259,20 +259,19 @@ class VideoClassificationDataModule(HFDataModule):
 
     def __init__(
         self,
-        num_frames: int,
-        sample_rate: int,
-        temporal_jitter: int,
-        eval_clips: int,
-        test_fraction: float,
+        num_frames: Count,
+        sample_rate: Count,
+        temporal_jitter: NonNegative,
+        eval_clips: Count,
         with_labels: bool,
         processor: HubOrPath | None,
         image_size: int | list[int] | None,
         image_mean: list[float] | None,
         image_std: list[float] | None,
         crop_scale: list[float],
-        hflip: float,
-        vflip: float,
-        time_reverse: float,
+        hflip: Probability,
+        vflip: Probability,
+        time_reverse: Probability,
         relabel: dict[str, dict[str, str]] | None,
         **kwargs: Any,
     ):
@@ -291,7 +290,7 @@ class VideoClassificationDataModule(HFDataModule):
             )
         self.num_frames, self.sample_rate = num_frames, sample_rate
         self.temporal_jitter, self.eval_clips = temporal_jitter, eval_clips
-        self.test_fraction, self.with_labels = test_fraction, with_labels
+        self.with_labels = with_labels
         self.processor = processor
         self.overrides = (image_size, image_mean, image_std)
         self.crop_scale = tuple(crop_scale)
@@ -323,7 +322,7 @@ class VideoClassificationDataModule(HFDataModule):
                     f"dataset.name: the archive to fetch from hub dataset {self.path!r}, e.g. "
                     "UCF101_subset.tar.gz"
                 )
-            return fetch_archive(self.path, self.name)
+            return fetch_archive(self.path, self.name, self.revision)
         root = Path(self.path).expanduser()
         if not root.exists():
             raise UserError(f"dataset.path: no such file or folder: {self.path}")
@@ -362,28 +361,18 @@ class VideoClassificationDataModule(HFDataModule):
                 raise UserError(
                     f"dataset.path: {root} is a file; give a folder or a .csv/.json list"
                 )
-            return carve(list_items(root), self._fractions(), self.split_seed)
+            return carve(list_items(root), dict(self.fractions), self.split_seed)
         named = {role: name for role, name in self.split_names.items() if name is not None}
         if (root / named.get("train", "train")).is_dir():
             splits = {}
             for role, name in named.items():
                 folder = root / name
                 splits[role] = folder_items(folder, root) if folder.is_dir() else []
-            if not splits.get("val"):  # no val folder: carve it from train
-                splits.update(carve(splits["train"], {"val": self.val_fraction}, self.split_seed))
-            if "test" not in named or not splits.get("test"):
-                splits["test"] = splits["val"]
+            missing = {r: self.fractions[r] for r in ("val", "test") if not splits.get(r)}
+            if missing:  # no such split folder: carve it from train
+                splits.update(carve(splits["train"], missing, self.split_seed))
             return splits
-        return carve(folder_items(root, root), self._fractions(), self.split_seed)
-
-    def _fractions(self) -> dict[str, float]:
-        for key, value in (
-            ("val_fraction", self.val_fraction),
-            ("test_fraction", self.test_fraction),
-        ):
-            if not 0 < value < 1:
-                raise UserError(f"dataset.{key}: must be in (0, 1) to carve a split, got {value}")
-        return {"val": self.val_fraction, "test": self.test_fraction}
+        return carve(folder_items(root, root), dict(self.fractions), self.split_seed)
 
     def _label_classes(self, splits: dict[str, list[VideoItem]], root: Path) -> None:
         unlabelled = [i for items in splits.values() for i in items if i.label is None]
