@@ -207,8 +207,13 @@ def clip_strips(
     """One row per video: its sampled frames, titled `pred (true)`, green when right, red when wrong.
 
     `samples` are `(clip (T, C, H, W), label, pred)`; up to `max_frames` evenly spaced frames show.
+    Rows take one video of each class in turn, so a few rows show several classes.
     """
-    samples = list(samples)[:max_videos]
+    by_label: dict[int, list] = {}
+    for sample in samples:
+        by_label.setdefault(sample[1], []).append(sample)
+    turns = [group[i] for i in range(len(samples)) for group in by_label.values() if i < len(group)]
+    samples = turns[:max_videos]
     if not samples:
         return None
     frames = min(max_frames, samples[0][0].shape[0])
