@@ -11,6 +11,7 @@ from hotcv_train.errors import UserError
 from hotcv_train.run import run
 from tests.conftest import train_py
 from tests.tiny.classification import classification_overrides
+from tests.tiny.depth import depth_overrides
 
 
 def problems_of(cfg) -> list[str]:
@@ -33,7 +34,7 @@ def test_every_static_problem_is_listed_at_once(make_config, tiny_dir: Path) -> 
     problems = problems_of(cfg)
     assert len(problems) == 6, problems
     text = "\n".join(problems)
-    assert "module.dropuot: unknown key for ImageClassificationModule" in text
+    assert "module.dropuot: unknown key for ClassificationModule" in text
     assert "trainer.max_epochs: expected int or null, got 'abc'" in text
     assert "dataset.path: no such file or folder: /no/such/data" in text
     assert "trainer.max_epoch: unknown key for Trainer (did you mean 'max_epochs'?)" in text
@@ -115,7 +116,7 @@ def test_cli_prints_one_line_per_problem_and_exits_2(tmp_path: Path) -> None:
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert errors == [
         "error: dataset.batch_size: expected int, got 'many'",
-        "error: module.foo: unknown key for ImageClassificationModule; known keys: "
+        "error: module.foo: unknown key for ClassificationModule; known keys: auto_class, "
         "compile, label_names, label_smoothing, model, num_labels, num_sample_images, optimizer, "
         "scheduler",
     ]
@@ -141,9 +142,9 @@ def test_unknown_config_option_lists_the_choices(
 
 
 def test_predict_stage_on_a_module_without_one(make_config, tiny_dir: Path) -> None:
-    cfg = make_config("task=vit_cifar10", *classification_overrides(tiny_dir), "stage=predict")
+    cfg = make_config("task=glpn_nyu", *depth_overrides(tiny_dir), "stage=predict")
     assert problems_of(cfg) == [
-        "stage: ImageClassificationModule has no predict stage; use stage=test to evaluate "
+        "stage: DepthEstimationModule has no predict stage; use stage=test to evaluate "
         "(it writes metrics.json and plots)"
     ]
 

@@ -195,3 +195,72 @@ def segmentation_overlay(
         handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False, fontsize=8
     )
     return save(fig, path)
+
+
+def clip_strips(
+    samples: Sequence[tuple[torch.Tensor, int, int]],
+    names: Sequence[str] | None,
+    path: Path,
+    max_videos: int = 6,
+    max_frames: int = 8,
+) -> Path | None:
+    """One row per video: its sampled frames, titled `pred (true)`, green when right, red when wrong.
+
+    `samples` are `(clip (T, C, H, W), label, pred)`; up to `max_frames` evenly spaced frames show.
+    Rows take one video of each class in turn, so a few rows show several classes.
+    """
+    by_label: dict[int, list] = {}
+    for sample in samples:
+        by_label.setdefault(sample[1], []).append(sample)
+    turns = [group[i] for i in range(len(samples)) for group in by_label.values() if i < len(group)]
+    samples = turns[:max_videos]
+    if not samples:
+        return None
+    frames = min(max_frames, samples[0][0].shape[0])
+    fig, axes = plt.subplots(
+        len(samples), frames, figsize=(1.3 * frames, 1.5 * len(samples)), squeeze=False
+    )
+    for ax_row, (clip, label, pred) in zip(axes, samples):
+        picks = torch.linspace(0, clip.shape[0] - 1, frames).round().long()
+        lo, hi = clip.min(), clip.max()  # one scale for the whole clip, so frames compare
+        for ax, t in zip(ax_row, picks):
+            ax.imshow(((clip[t] - lo) / (hi - lo).clamp(min=1e-8)).permute(1, 2, 0).squeeze(-1))
+            ax.set_xticks([])
+            ax.set_yticks([])
+        ax_row[0].set_ylabel(f"frame {int(picks[0])}..{int(picks[-1])}", fontsize=7)
+        title = f"{names[pred]} ({names[label]})" if names else f"{pred} ({label})"
+        ax_row[0].set_title(
+            title, fontsize=8, loc="left", color="green" if pred == label else "red"
+        )
+    fig.suptitle("test clips: predicted (true)", fontsize=9)
+    return save(fig, path)
+
+
+def masking_panels(
+    rows: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    path: Path,
+    loggers: Sequence[Any] = (),
+    step: int = 0,
+    max_frames: int = 4,
+) -> Path | None:
+    """Masked-autoencoder pictures: for each clip, frames of original | masked input | rebuilt.
+
+    `rows` are `(original, masked, reconstruction)` clips `(T, C, H, W)` in [0, 1]; masked
+    patches are grey in the middle panel.
+    """
+    if not rows:
+        return None
+    frames = min(max_frames, rows[0][0].shape[0])
+    fig, axes = plt.subplots(
+        len(rows), 3, figsize=(3 * 1.4 * frames, 1.6 * len(rows)), squeeze=False
+    )
+    for ax_row, clips in zip(axes, rows):
+        picks = torch.linspace(0, clips[0].shape[0] - 1, frames).round().long()
+        for ax, clip in zip(ax_row, clips):
+            strip = torch.cat([clip[t] for t in picks], dim=-1).clamp(0, 1)
+            ax.imshow(strip.permute(1, 2, 0).squeeze(-1))
+            ax.set_xticks([])
+            ax.set_yticks([])
+    for ax, title in zip(axes[0], ("original", "masked input", "reconstruction")):
+        ax.set_title(title)
+    return save(fig, path, loggers, step)

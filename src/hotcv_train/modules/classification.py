@@ -1,12 +1,16 @@
-"""Image classification: any `AutoModelForImageClassification` (ViT, Swin, ConvNeXt, ...)."""
+"""Classification of images or videos with any transformers classifier (ViT, Swin, VideoMAE, ...)."""
 
 from __future__ import annotations
 
+import json
+import logging
+from pathlib import Path
 from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
-from torchmetrics import MetricCollection
+from torch import nn
+from torchmetrics import MetricCollection, SumMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from hotcv_train.checks import NonNegative, Range
@@ -14,23 +18,35 @@ from hotcv_train.errors import UserError
 from hotcv_train.models import ModelSpec, build_model
 from hotcv_train.modules.base import TaskModule
 
+log = logging.getLogger(__name__)
 
-class ImageClassificationModule(TaskModule):
+STAGES = ("train", "val", "test")
+
+
+class ClassificationModule(TaskModule):
     """Cross-entropy finetuning with top-1/top-5 accuracy; test adds a confusion matrix and samples.
+
+    `pixel_values` may have any shape the model takes: (B, C, H, W) images, (B, T, C, H, W)
+    clips. A batch with `views` holds several views of each sample, (B, views, ...), such as
+    evenly spaced clips of one video: their logits are averaged into one prediction per sample,
+    so accuracy counts each video once. A batch's `skipped` (undecodable inputs) is summed into
+    `<stage>/skipped`.
 
     Args:
         model: Where the model comes from; its head is resized to `num_labels`.
-        num_labels: Number of classes; null in the config: from the data (run.py passes it).
-        label_names: Class names, stored in the model config (`id2label`) and used in plots;
-            null in the config: from the data.
+        auto_class: The transformers Auto class that builds it, e.g.
+            AutoModelForImageClassification or AutoModelForVideoClassification.
+        num_labels: Number of classes; null takes it from the data, else from the model's head.
+        label_names: Class names (null: from the data, else the model's `id2label`).
         label_smoothing: Cross-entropy label smoothing.
-        num_sample_images: Test images shown in `plots/test_samples.png`.
+        num_sample_images: Test inputs shown in `plots/test_samples.png` (frame strips for video).
         **kwargs: `optimizer`, `scheduler` and `compile` of `TaskModule`.
     """
 
     def __init__(
         self,
         model: ModelSpec,
+        auto_class: str,
         num_labels: int | None,
         label_names: list[str] | None,
         label_smoothing: Annotated[float, Range(0, 1)],
@@ -40,24 +56,23 @@ class ImageClassificationModule(TaskModule):
         super().__init__(**kwargs)
         # Plain values only (the recipe lives in the run's config): checkpoints load weights_only.
         self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
-        if num_labels is None:
+        if label_names is not None and num_labels is not None and len(label_names) != num_labels:
             raise UserError(
-                "module.num_labels: unknown; set dataset.num_labels (or module.num_labels)"
+                f"module.label_names: {len(label_names)} names for module.num_labels={num_labels}"
             )
-        names = list(label_names) if label_names else [str(i) for i in range(num_labels)]
-        if len(names) != num_labels:
-            raise UserError(
-                f"module.label_names: {len(names)} names for num_labels={num_labels}; "
-                "give one per class or null (from the data)"
-            )
-        self.label_names = names
-        self.model = build_model(
-            model,
-            _auto_class(),
-            num_labels=num_labels,
-            id2label=dict(enumerate(names)),
-            label2id={n: i for i, n in enumerate(names)},
-        )
+        labels: dict[str, Any] = {}
+        if label_names is not None:
+            labels = {
+                "id2label": dict(enumerate(label_names)),
+                "label2id": {n: i for i, n in enumerate(label_names)},
+            }
+        if num_labels is not None or label_names is not None:
+            labels["num_labels"] = num_labels if num_labels is not None else len(label_names)
+        self.model = build_model(model, resolve_auto_class(auto_class), **labels)
+        num_labels = self.model.config.num_labels
+        self.label_names = label_names or [
+            str(self.model.config.id2label.get(i, i)) for i in range(num_labels)
+        ]
         self.label_smoothing = label_smoothing
         self.num_sample_images = num_sample_images
         top_k = min(5, num_labels)
@@ -67,34 +82,72 @@ class ImageClassificationModule(TaskModule):
                 f"acc_top{top_k}": MulticlassAccuracy(num_labels, top_k=top_k, average="micro"),
             }
         )
-        self.train_metrics = accuracy.clone(prefix="train/")
-        self.val_metrics = accuracy.clone(prefix="val/")
-        self.test_metrics = accuracy.clone(prefix="test/")
+        # Keyed "<stage>_": a ModuleDict key cannot be "train" (nn.Module.train exists).
+        self.metrics = nn.ModuleDict({f"{s}_": accuracy.clone(prefix=f"{s}/") for s in STAGES})
+        self.skipped = nn.ModuleDict({f"{s}_": SumMetric() for s in (*STAGES, "predict")})
         self.confusion = MulticlassConfusionMatrix(num_labels)
         self.samples: list[tuple[torch.Tensor, int, int]] = []
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values=pixel_values).logits
+    def setup(self, stage: str) -> None:
+        check_num_frames(self.model.config, self.trainer.datamodule)
+
+    def forward(self, pixel_values: torch.Tensor, views: int | None = None) -> torch.Tensor:
+        """Logits `(B, num_labels)`; with `views`, the mean over each sample's views."""
+        if views is None:
+            return self.model(pixel_values=pixel_values).logits
+        logits = self.model(pixel_values=pixel_values.flatten(0, 1)).logits
+        return logits.unflatten(0, pixel_values.shape[:2]).mean(1)
 
     def step(self, batch: dict, stage: str) -> torch.Tensor:
-        logits = self(batch["pixel_values"])
+        logits = self(batch["pixel_values"], batch.get("views"))
         labels = batch["labels"]
         loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
-        metrics = getattr(self, f"{stage}_metrics")
+        metrics = self.metrics[f"{stage}_"]
         metrics.update(logits.detach(), labels)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val")
         if stage == "test":
             preds = logits.argmax(-1)
             self.confusion.update(preds, labels)
-            for image, label, pred in zip(batch["pixel_values"], labels, preds):
+            shown = batch["pixel_values"] if "views" not in batch else batch["pixel_values"][:, 0]
+            for image, label, pred in zip(shown, labels, preds):
                 if len(self.samples) < self.num_sample_images:
                     self.samples.append((image.cpu(), int(label), int(pred)))
         return loss
+
+    def _count_skipped(self, batch: dict, stage: str) -> bool:
+        """Add the batch's undecodable inputs to `<stage>/skipped`; whether nothing else is left."""
+        if "skipped" in batch:
+            self.skipped[f"{stage}_"].update(batch["skipped"])
+            if stage != "predict":
+                self.log(
+                    f"{stage}/skipped", self.skipped[f"{stage}_"], on_step=False, on_epoch=True
+                )
+        return "pixel_values" not in batch
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+        if self._count_skipped(batch, "train"):
+            return None  # every input of this batch was undecodable
+        return super().training_step(batch, batch_idx)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        if not self._count_skipped(batch, "val"):
+            super().validation_step(batch, batch_idx)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        if not self._count_skipped(batch, "test"):
+            super().test_step(batch, batch_idx)
+
+    def on_train_epoch_end(self) -> None:
+        self._warn_skipped("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._warn_skipped("val")
 
     def on_test_epoch_start(self) -> None:
         self.samples = []
 
     def on_test_epoch_end(self) -> None:
+        self._warn_skipped("test")
         matrix = self.confusion.compute().cpu()  # synced over ranks
         self.confusion.reset()
         if self.trainer.is_global_zero:
@@ -102,10 +155,81 @@ class ImageClassificationModule(TaskModule):
 
             names = self.label_names
             plots.confusion_matrix(matrix, names, self.plots_dir / "confusion_matrix.png")
-            plots.prediction_grid(self.samples, names, self.plots_dir / "test_samples.png")
+            if self.samples and self.samples[0][0].ndim == 4:  # (T, C, H, W) clips
+                plots.clip_strips(self.samples, names, self.plots_dir / "test_samples.png")
+            else:
+                plots.prediction_grid(self.samples, names, self.plots_dir / "test_samples.png")
+
+    def _warn_skipped(self, stage: str) -> None:
+        metric = self.skipped[f"{stage}_"]
+        if not metric.update_called:
+            return
+        skipped = int(metric.compute())  # synced over ranks
+        if stage == "predict":
+            metric.reset()
+        if skipped and self.trainer.is_global_zero:
+            log.warning("%s: skipped %d undecodable input(s) (named above)", stage, skipped)
+
+    # --- stage=predict: one JSON line per input -------------------------------------------------
+
+    @property
+    def _predictions_file(self) -> Path:
+        return Path(self.trainer.default_root_dir) / f"predictions.rank{self.global_rank}.jsonl"
+
+    def on_predict_epoch_start(self) -> None:
+        self._predictions_file.parent.mkdir(parents=True, exist_ok=True)
+        self._predictions_file.unlink(missing_ok=True)
+
+    def predict_step(self, batch: dict, batch_idx: int) -> None:
+        if self._count_skipped(batch, "predict"):
+            return
+        probs = self(batch["pixel_values"], batch.get("views")).softmax(-1)
+        scores, indices = probs.topk(min(5, probs.shape[-1]), dim=-1)
+        ids = batch.get("ids") or [f"{self.global_rank}-{batch_idx}-{i}" for i in range(len(probs))]
+        with self._predictions_file.open("a") as f:
+            for sample_id, score, index in zip(ids, scores.tolist(), indices.tolist()):
+                record = {
+                    "id": sample_id,
+                    "labels": [self.label_names[i] for i in index],
+                    "scores": [round(s, 6) for s in score],
+                }
+                f.write(json.dumps(record) + "\n")
+
+    def on_predict_epoch_end(self) -> None:
+        self._warn_skipped("predict")
+        self.trainer.strategy.barrier()
+        if self.trainer.is_global_zero:
+            root = Path(self.trainer.default_root_dir)
+            records = []
+            for part in sorted(root.glob("predictions.rank*.jsonl")):
+                records += [json.loads(line) for line in part.read_text().splitlines() if line]
+                part.unlink()
+            records.sort(key=lambda r: r["id"])
+            lines = "".join(json.dumps(r) + "\n" for r in records)
+            (root / "predictions.jsonl").write_text(lines)
+            log.info("wrote %d predictions to %s", len(records), root / "predictions.jsonl")
+        self.trainer.strategy.barrier()
 
 
-def _auto_class() -> Any:
-    from transformers import AutoModelForImageClassification
+def resolve_auto_class(name: str) -> Any:
+    """The transformers Auto class called `name` (e.g. AutoModelForVideoClassification)."""
+    import transformers
 
-    return AutoModelForImageClassification
+    auto_class = getattr(transformers, name, None) if name.startswith("Auto") else None
+    if auto_class is None:
+        raise UserError(
+            f"module.auto_class: {name!r} is not a transformers Auto class; use e.g. "
+            "AutoModelForImageClassification or AutoModelForVideoClassification"
+        )
+    return auto_class
+
+
+def check_num_frames(config: Any, datamodule: Any) -> None:
+    """A clip of another length than the model takes fails here, before any video is read."""
+    expected = getattr(config, "num_frames", None)
+    given = getattr(datamodule, "num_frames", None)
+    if expected is not None and given is not None and expected != given:
+        raise UserError(
+            f"dataset.num_frames: is {given} but the model ({config.model_type}) takes clips of "
+            f"{expected} frames; set dataset.num_frames={expected}"
+        )
