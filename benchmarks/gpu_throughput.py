@@ -159,10 +159,10 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_float32_matmul_precision("high")
     smoke = args.smoke or not cuda
     config = TINY if not cuda else VIT_L32_384
-    batch_sizes = [8] if not cuda else [int(b) for b in args.batch_sizes.split(",")]
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     compiles = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
-    if not cuda:
-        compiles = [c for c in compiles if not c] or [False]  # compiling on CPU: minutes, no news
+    if smoke:  # one eager setting; compiling takes minutes and tells nothing on a smoke run
+        batch_sizes, compiles = [8 if not cuda else batch_sizes[0]], [False]
     steps, warmup, windows = (3, 1, 1) if smoke else (args.steps, args.warmup, 3)
     name = torch.cuda.get_device_name(0) if cuda else "cpu (no CUDA device)"
     peak = args.peak_tflops or (peak_tflops(name) if cuda else None)
@@ -246,7 +246,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="steps per timed window")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps (and compilation)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="default: by GPU name")
-    parser.add_argument("--smoke", action="store_true", help="a few steps (CPU: always)")
+    parser.add_argument(
+        "--smoke", action="store_true", help="3 eager steps at one batch size (CPU: always)"
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     result = sweep(args)

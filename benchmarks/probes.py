@@ -8,7 +8,7 @@ Added with an override (the benchmark module must be importable: `PYTHONPATH=<re
 It writes one JSON file when the run ends: seconds from process start (`BENCH_T0`, the
 `time.time()` the benchmark took just before starting the process; else the process's creation
 time) to each phase (callbacks built, setup, sanity check, first training step, end), the time
-and epoch of every training step, RSS after every training epoch, and the predict window
+and epoch of every training step, RSS (and anonymous RSS) after every training epoch, and the predict window
 (start, end, inputs) of eval-only runs.
 """
 
@@ -46,6 +46,17 @@ def rss_mb() -> float:
         return psutil.Process().memory_info().rss / 2**20
 
 
+def anon_mb() -> float | None:
+    """Anonymous resident memory (heap, tensors) in MiB: what a leak grows. Unlike RSS it leaves
+    out mapped library files, whose pages come and go with the page cache. Linux only."""
+    try:
+        with open("/proc/self/status") as f:
+            line = next((x for x in f if x.startswith("RssAnon:")), None)
+    except OSError:
+        return None
+    return int(line.split()[1]) / 1024 if line else None
+
+
 class Probe(L.Callback):
     """Records step times, per-epoch RSS and predict throughput; writes them to `path` as JSON.
 
@@ -57,7 +68,13 @@ class Probe(L.Callback):
         self.path = Path(path)
         self.t0 = process_start()
         # marks: seconds from process start to each phase (the first time it is reached)
-        self.data: dict[str, Any] = {"marks": {}, "steps": [], "epoch_rss_mb": [], "predict": {}}
+        self.data: dict[str, Any] = {
+            "marks": {},
+            "steps": [],
+            "epoch_rss_mb": [],
+            "epoch_anon_mb": [],
+            "predict": {},
+        }
         self.mark("callbacks_built")  # run.py builds callbacks after the data and the module
 
     def mark(self, name: str) -> float:
@@ -66,7 +83,7 @@ class Probe(L.Callback):
         return now
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        self.mark(f"{stage}_setup")
+        self.mark(f"{getattr(stage, 'value', stage)}_setup")  # Lightning passes a str enum
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self.mark("fit_start")
@@ -82,7 +99,9 @@ class Probe(L.Callback):
         self.data["steps"].append([now, trainer.current_epoch])  # [seconds, epoch]
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self.data["epoch_rss_mb"].append(rss_mb())  # after this epoch's validation (Lightning 2)
+        # after this epoch's validation (Lightning 2 runs it before this hook)
+        self.data["epoch_rss_mb"].append(rss_mb())
+        self.data["epoch_anon_mb"].append(anon_mb())
 
     def on_predict_epoch_start(self, trainer, pl_module) -> None:
         self.data["predict"] = {"start_s": self.mark("predict_start"), "inputs": 0}
@@ -94,6 +113,6 @@ class Probe(L.Callback):
         self.data["predict"]["end_s"] = time.time() - self.t0
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
-        self.mark(f"{stage}_end")
+        self.mark(f"{getattr(stage, 'value', stage)}_end")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps(self.data))
