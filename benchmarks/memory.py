@@ -52,7 +52,7 @@ def rows(opts: Options) -> list[Row]:
             rss[-1] / rss[0],
             "x",
             f"{kind} after training epoch {len(rss)} / after epoch 1 (nothing accumulates per "
-            "epoch; anonymous RSS leaves out mapped library files)",
+            f"epoch{'; it leaves out mapped library files' if rss is anon else ''})",
             "<= 1.05",
             {
                 "epoch_rss_mib": [round(x, 1) for x in total],
