@@ -169,6 +169,20 @@ def python_script(
     return result.probe
 
 
+def standalone(rows: Any, description: str) -> None:
+    """`python benchmarks/<concern>.py [--smoke]`: that concern's rows as JSON; run folders removed."""
+    import argparse
+    import shutil
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--smoke", action="store_true")
+    opts = Options(smoke=parser.parse_args().smoke)
+    try:
+        print(json.dumps([r.to_dict() for r in rows(opts)], indent=1))
+    finally:
+        shutil.rmtree(opts.workdir, ignore_errors=True)
+
+
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     import platform

@@ -13,7 +13,6 @@ by memory.py.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import subprocess
@@ -24,7 +23,16 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import ROOT, Failed, Options, Row, RunResult, subprocess_env, train_py
+from benchmarks.common import (
+    ROOT,
+    Failed,
+    Options,
+    Row,
+    RunResult,
+    standalone,
+    subprocess_env,
+    train_py,
+)
 
 TASKS = ["clipseg_zeroshot", "sd_image_variations", "maxim_denoise"]
 NEEDS = {"maxim_denoise": "tensorflow", "sd_image_variations": "diffusers"}
@@ -140,10 +148,7 @@ def rows(opts: Options) -> list[Row]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true")
-    args = parser.parse_args()
-    print(json.dumps([r.to_dict() for r in rows(Options(smoke=args.smoke))], indent=1))
+    standalone(rows, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

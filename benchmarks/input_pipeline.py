@@ -14,8 +14,6 @@ data synthetic, and a function returning its rows.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -27,7 +25,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import ROOT, Options, Row, median
+from benchmarks.common import ROOT, Options, Row, median, standalone
 
 TARGET_IMAGES_PER_S = 3000  # ViT-L/32-384 training on one H100 (see gpu_throughput.py)
 
@@ -161,10 +159,7 @@ def rows(opts: Options) -> list[Row]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true")
-    args = parser.parse_args()
-    print(json.dumps([r.to_dict() for r in rows(Options(smoke=args.smoke))], indent=1))
+    standalone(rows, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

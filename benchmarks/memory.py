@@ -12,15 +12,13 @@ counting anonymous memory only (heap, tensors: what a leak grows) where Linux re
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import Options, Row
+from benchmarks.common import Options, Row, standalone
 from benchmarks.eval_throughput import TASKS, available, eval_run, sizes
 from benchmarks.overhead import quickstart_overrides, quickstart_run
 
@@ -79,10 +77,7 @@ def rows(opts: Options) -> list[Row]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true")
-    args = parser.parse_args()
-    print(json.dumps([r.to_dict() for r in rows(Options(smoke=args.smoke))], indent=1))
+    standalone(rows, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

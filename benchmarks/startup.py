@@ -10,8 +10,6 @@ cost most (self time, summed per top-level package).
 
 from __future__ import annotations
 
-import argparse
-import json
 import re
 import sys
 from pathlib import Path
@@ -19,7 +17,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import Options, Row, median, train_py
+from benchmarks.common import Options, Row, median, standalone, train_py
 from benchmarks.overhead import quickstart_run
 
 # Phases of the probe's marks, in order: (mark that ends it, what happened before it)
@@ -91,10 +89,7 @@ def rows(opts: Options) -> list[Row]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true")
-    args = parser.parse_args()
-    print(json.dumps([r.to_dict() for r in rows(Options(smoke=args.smoke))], indent=1))
+    standalone(rows, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":
