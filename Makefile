@@ -2,10 +2,10 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# Extra overrides for `make quickstart`, e.g. make quickstart ARGS="trainer.max_epochs=5 seed=7"
+# Extra arguments: make quickstart ARGS="trainer.max_epochs=5 seed=7"; make bench ARGS=--smoke
 ARGS ?=
 
-.PHONY: install quickstart test test-fast lint format clean
+.PHONY: install quickstart bench test test-fast lint format clean
 
 # Re-installs when pyproject.toml changes. torch/torchvision resolve to the CUDA 2.14 build.
 $(VENV)/.installed: pyproject.toml
@@ -18,6 +18,9 @@ install: $(VENV)/.installed
 
 quickstart: install  ## offline: a small ViT learns handwritten digits on the CPU
 	$(PY) train.py experiment=quickstart $(ARGS)
+
+bench: install  ## benchmarks: prints a table, writes benchmarks/results.json (see benchmarks/README.md)
+	$(PY) benchmarks/run.py $(ARGS)
 
 test: install  ## the whole suite, as CI runs it
 	$(PY) -m pytest

@@ -10,6 +10,7 @@ shows `error:` lines must end with exit code 2 and print exactly those lines.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -40,6 +41,8 @@ TINY = [
     "dataset.num_workers=0",
 ]
 FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-path"}
+# `make bench`: one cheap concern in smoke mode (tests/test_benchmarks.py runs the whole smoke).
+BENCH_ARGS = ["--smoke", "--only", "gpu_throughput"]
 # Sweeps: fewer trials than a real search.
 TINY_SWEEP = ["hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2"]
 # `make` targets that cannot run inside the test suite, and why (each is still checked).
@@ -185,11 +188,13 @@ def test_readme_train_line_runs(command: Command, tiny_dir: Path, workdir: Path)
     [c for c in COMMANDS if c.line.startswith("make") and c.line not in NOT_RUN],
     ids=lambda c: c.id,
 )
-def test_readme_make_line_runs(command: Command) -> None:
+def test_readme_make_line_runs(command: Command, tmp_path: Path) -> None:
     target = shlex.split(command.line)[1]
     outputs = ROOT / "outputs" / "quickstart"
     before = set(outputs.iterdir()) if outputs.exists() else set()
     extra = [f"ARGS={' '.join(TINY)}"] if target == "quickstart" else []
+    if target == "bench":  # the whole smoke run is tests/test_benchmarks.py's; here: the wiring
+        extra = [f"ARGS={' '.join(BENCH_ARGS)} --out {tmp_path / 'results.json'}"]
     result = subprocess.run(
         ["make", "-C", str(ROOT), target, *extra],
         capture_output=True,
@@ -202,6 +207,10 @@ def test_readme_make_line_runs(command: Command) -> None:
         assert len(made) == 1 and (made.pop() / "metrics.json").is_file()
         for run in set(outputs.iterdir()) - before:
             shutil.rmtree(run)
+    if target == "bench":
+        results = json.loads((tmp_path / "results.json").read_text())
+        rows = results["rows"]
+        assert rows and all(r["name"].startswith("gpu.") and r["value"] > 0 for r in rows), rows
 
 
 def test_readme_make_lines_that_are_the_suite_are_checked_otherwise() -> None:

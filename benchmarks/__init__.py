@@ -1,0 +1,1 @@
+"""Benchmarks of hotcv-train: `python benchmarks/run.py [--smoke]` (see benchmarks/README.md)."""

@@ -1,0 +1,306 @@
+"""Framework overhead: the quickstart through `train.py` vs a hand-written PyTorch loop.
+
+Both train the quickstart's ViT (built by transformers from the same config) on the same digits
+split with the same batch size, augmentation, AdamW + cosine schedule, and validate on the same
+split after every epoch. Per-step time is the slope between two step counts inside one run: from
+the first step of epoch 1 to the first step of the last epoch (so start-up, epoch 0's warm-up
+and the end of the run are outside the window, and every epoch inside it pays its validation,
+checkpoints and plots once). `train.py` steps are timed by the probe callback, the plain loop
+times its own.
+
+    python benchmarks/overhead.py [--smoke]          # the rows alone
+    python benchmarks/overhead.py --plain --epochs 8 --json out.json   # the plain loop alone
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import Options, Row, median, python_script, train_py
+
+# train.py variants: the default is what users run; the others show where its time goes.
+VARIANTS = {
+    "default": [],
+    "no_callbacks_loggers": ["callbacks=none", "logger=none"],
+    "no_callbacks_loggers_val": [
+        "callbacks=none",
+        "logger=none",
+        "trainer.limit_val_batches=0",
+        "trainer.num_sanity_val_steps=0",
+    ],
+    "no_training_curves": ["callbacks.training_curves=null"],
+    "no_progress_bar": ["callbacks.progress_bar=null"],
+}
+SMOKE_VARIANTS = ["default"]
+
+
+def window_slope(steps: list[list[float]]) -> tuple[float, int]:
+    """Seconds per step from `[[time, epoch], ...]`: first step of epoch 1 to that of the last."""
+    first_of: dict[int, tuple[int, float]] = {}
+    for index, (t, epoch) in enumerate(steps):
+        first_of.setdefault(int(epoch), (index, t))
+    last = max(first_of)
+    if last < 2:
+        raise ValueError(f"need 3 or more epochs to time a window, got {last + 1}")
+    (i0, t0), (i1, t1) = first_of[1], first_of[last]
+    return (t1 - t0) / (i1 - i0), i1 - i0
+
+
+def quickstart_overrides(opts: Options) -> list[str]:
+    """The quickstart, shortened: enough epochs for a window; smoke: a few batches each."""
+    if opts.smoke:
+        return [
+            "experiment=quickstart",
+            "trainer.max_epochs=4",
+            "trainer.limit_train_batches=5",
+            "trainer.limit_val_batches=2",
+            "trainer.limit_test_batches=2",
+        ]
+    return ["experiment=quickstart", f"trainer.max_epochs={opts.epochs}"]
+
+
+def quickstart_run(opts: Options, variant: str = "default", repeat: int = 0) -> Any:
+    """One (cached) `train.py experiment=quickstart` run of `variant`, probe attached."""
+    return train_py([*quickstart_overrides(opts), *VARIANTS[variant]], opts, variant, repeat)
+
+
+def plain_args(opts: Options, validate: bool = True) -> list[str]:
+    if opts.smoke:
+        args = ["--epochs", "4", "--limit-train-batches", "5", "--limit-val-batches", "2"]
+    else:
+        args = ["--epochs", str(opts.epochs)]
+    return ["--plain", *args, *([] if validate else ["--no-val"])]
+
+
+def rows(opts: Options) -> list[Row]:
+    names = SMOKE_VARIANTS if opts.smoke else list(VARIANTS)
+    per_step: dict[str, list[float]] = {}
+    window = 0
+    for repeat in range(opts.repeats):
+        for name in names:
+            s, window = window_slope(quickstart_run(opts, name, repeat).probe["steps"])
+            per_step.setdefault(name, []).append(s)
+        for name, validate in (("plain", True), ("plain_no_val", False)):
+            if opts.smoke and not validate:
+                continue
+            result = python_script("overhead.py", plain_args(opts, validate), opts, name, repeat)
+            per_step.setdefault(name, []).append(window_slope(result["steps"])[0])
+    ms = {k: 1000 * median(v) for k, v in per_step.items()}
+    raw = {k: [round(1000 * x, 2) for x in v] for k, v in per_step.items()}
+    window_note = f"slope over {window} steps inside one run, median of {opts.repeats}"
+    out = [
+        Row(
+            "overhead.ratio",
+            ms["default"] / ms["plain"],
+            "x",
+            "train.py quickstart (default callbacks, csv logger, per-epoch val) per-step time "
+            "/ the same training in a plain PyTorch loop",
+            "<= 1.05",
+            {"ms_per_step": raw},
+        ),
+        Row(
+            "overhead.train_py_step",
+            ms["default"],
+            "ms/step",
+            f"train.py experiment=quickstart per step, validation and epoch-end work amortised ({window_note})",
+        ),
+        Row(
+            "overhead.plain_step",
+            ms["plain"],
+            "ms/step",
+            f"plain PyTorch loop, same model/data/augmentation/validation ({window_note})",
+        ),
+    ]
+    for name in ms:
+        if name not in ("default", "plain"):
+            out.append(
+                Row(
+                    f"overhead.variant.{name}",
+                    ms[name],
+                    "ms/step",
+                    f"per step with {' '.join(VARIANTS.get(name, ['the plain loop, no validation']))}",
+                )
+            )
+    breakdown = explain(ms)
+    if breakdown:
+        out[0].details["where_the_time_goes"] = breakdown
+        opts.log("overhead, per step:\n  " + "\n  ".join(breakdown))
+    return out
+
+
+def explain(ms: dict[str, float]) -> list[str]:
+    """Differences between variants, in ms/step: what each part of the framework costs."""
+    lines = []
+
+    def diff(label: str, a: str, b: str) -> None:
+        if a in ms and b in ms:
+            lines.append(f"{label}: {ms[a] - ms[b]:+.2f} ms/step")
+
+    diff(
+        "callbacks + csv logger (default - callbacks=none logger=none)",
+        "default",
+        "no_callbacks_loggers",
+    )
+    diff("  of which training-curve plots", "default", "no_training_curves")
+    diff("  of which the rich progress bar", "default", "no_progress_bar")
+    diff("validation in train.py", "no_callbacks_loggers", "no_callbacks_loggers_val")
+    diff("validation in the plain loop", "plain", "plain_no_val")
+    diff(
+        "Lightning loop + HF rows/PIL decode + metrics (train.py bare - plain bare)",
+        "no_callbacks_loggers_val",
+        "plain_no_val",
+    )
+    return lines
+
+
+# --- the plain PyTorch loop ------------------------------------------------------------------
+
+
+def quickstart_config() -> Any:
+    """The composed quickstart config: the plain loop reads the same recipe values from it."""
+    from hydra import compose, initialize_config_dir
+
+    import hotcv_train  # noqa: F401  (registers the config's resolvers)
+
+    root = Path(__file__).resolve().parents[1]
+    with initialize_config_dir(str(root / "conf"), version_base="1.3"):
+        return compose("config", overrides=["experiment=quickstart"])
+
+
+def plain_loop(
+    epochs: int, validate: bool, limit_train_batches: int | None, limit_val_batches: int | None
+) -> dict[str, Any]:
+    """Train as a user would by hand; return `{"steps": [[time, epoch], ...], ...}`."""
+    t_start = time.time()
+    import torch
+    import torch.nn.functional as F
+    from omegaconf import OmegaConf
+    from torch.utils.data import DataLoader, Dataset
+    from torchvision.transforms import v2
+    from transformers import ViTConfig, ViTForImageClassification, get_cosine_schedule_with_warmup
+
+    from hotcv_train.data.digits import load_digits
+
+    cfg = quickstart_config()
+    data_cfg, module_cfg = cfg.dataset, cfg.module
+    torch.manual_seed(cfg.seed)
+
+    digits = load_digits(data_cfg.generator.test_fraction, data_cfg.generator.seed)
+    parts = digits["train"].train_test_split(
+        test_size=data_cfg.val_fraction, seed=data_cfg.split_seed
+    )
+
+    def tensors(rows: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        import numpy as np
+
+        images = np.stack([np.asarray(im.convert("RGB")) for im in rows["img"]])
+        return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.tensor(
+            rows["label"]
+        )
+
+    size = int(module_cfg.model.config.image_size)
+    mean, std = list(data_cfg.image_mean), list(data_cfg.image_std)
+    train_tf = v2.Compose(
+        [
+            v2.RandomResizedCrop(size, scale=tuple(data_cfg.crop_scale), antialias=True),
+            v2.RandomHorizontalFlip(data_cfg.hflip),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean, std),
+        ]
+    )
+    eval_tf = v2.Compose(
+        [
+            v2.Resize(size, antialias=True),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean, std),
+        ]
+    )
+
+    class Digits(Dataset):
+        def __init__(self, rows: Any, transform: Any):
+            self.images, self.labels = tensors(rows)
+            self.transform = transform
+
+        def __len__(self) -> int:
+            return len(self.labels)
+
+        def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.transform(self.images[i]), self.labels[i]
+
+    train = DataLoader(
+        Digits(parts["train"], train_tf), batch_size=data_cfg.batch_size, shuffle=True
+    )
+    val = DataLoader(Digits(parts["test"], eval_tf), batch_size=data_cfg.eval_batch_size)
+    config = ViTConfig(**OmegaConf.to_container(module_cfg.model.config), num_labels=10)
+    model = ViTForImageClassification(config).train()
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=module_cfg.optimizer.lr,
+        weight_decay=module_cfg.optimizer.weight_decay,
+    )
+    per_epoch = min(len(train), limit_train_batches or len(train))
+    total = epochs * per_epoch
+    warmup = math.ceil(module_cfg.scheduler.warmup_ratio * total)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total)
+
+    steps: list[list[float]] = []
+    val_acc = float("nan")
+    for epoch in range(epochs):
+        model.train()
+        for i, (x, y) in enumerate(train):
+            if i == per_epoch:
+                break
+            steps.append([time.time() - t_start, epoch])
+            logits = model(pixel_values=x).logits
+            loss = F.cross_entropy(logits, y, label_smoothing=module_cfg.label_smoothing)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        if validate:
+            model.eval()
+            correct = seen = 0
+            with torch.no_grad():
+                for i, (x, y) in enumerate(val):
+                    if limit_val_batches is not None and i == limit_val_batches:
+                        break
+                    correct += int((model(pixel_values=x).logits.argmax(-1) == y).sum())
+                    seen += len(y)
+            val_acc = correct / max(seen, 1)
+    return {"steps": steps, "val_acc": val_acc, "train_loss": float(loss.detach())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--plain", action="store_true", help="run the plain loop alone")
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--limit-train-batches", type=int, default=None)
+    parser.add_argument("--limit-val-batches", type=int, default=None)
+    parser.add_argument("--no-val", action="store_true")
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    if args.plain:
+        result = plain_loop(
+            args.epochs, not args.no_val, args.limit_train_batches, args.limit_val_batches
+        )
+    else:
+        result = {"rows": [r.to_dict() for r in rows(Options(smoke=args.smoke))]}
+    text = json.dumps(result, indent=1)
+    if args.json:
+        args.json.write_text(text)
+    else:
+        print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""The benchmark suite runs (`benchmarks/run.py --smoke`), and the arithmetic behind its rows holds."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.gpu_throughput import TINY, counted_train_flops, vit_train_flops
+from benchmarks.memory import growth_per_epoch
+from benchmarks.overhead import window_slope
+from benchmarks.startup import import_costs
+from tests.conftest import ROOT
+
+# Every row the smoke mode writes on a machine without a GPU.
+SMOKE_ROWS = [
+    "overhead.ratio",
+    "overhead.train_py_step",
+    "overhead.plain_step",
+    "startup.first_step",
+    "pipeline.classification_384",
+    "pipeline.classification_384.cores_for_3000",
+    "pipeline.depth_480x640",
+    "pipeline.depth_480x640.cores_for_3000",
+    *(
+        f"eval.{task}.bs{bs}"
+        for task in ("clipseg_zeroshot", "sd_image_variations", "maxim_denoise")
+        for bs in (1, 4)
+    ),
+    "memory.quickstart.peak_rss",
+    "memory.quickstart.rss_last_over_first_epoch",
+    "memory.eval.clipseg_zeroshot.peak_rss",
+    "memory.eval.sd_image_variations.peak_rss",
+    "memory.eval.maxim_denoise.peak_rss",
+    "gpu.cpu_smoke",
+]
+
+
+def check_results(path: Path, expected: list[str]) -> dict:
+    """`path` holds every `expected` row, each with a positive number; returns the JSON."""
+    results = json.loads(path.read_text())
+    rows = {r["name"]: r for r in results["rows"]}
+    assert not [n for n in expected if n not in rows], f"missing rows; have {sorted(rows)}"
+    bad = {n: r["value"] for n, r in rows.items() if not (r["value"] or 0) > 0}
+    assert not bad, f"rows without a positive number: {bad}"
+    return results
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_every_row(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--smoke", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = check_results(out, SMOKE_ROWS)
+    assert results["smoke"] and results["machine"]["cpu_count"]
+    assert "| overhead.ratio |" in done.stdout  # the table is printed
+
+
+def test_window_slope_spans_whole_epochs() -> None:
+    # 3 steps per epoch, 1 s apart, plus 5 s of validation/checkpoints at each epoch end
+    steps, t = [], 0.0
+    for epoch in range(4):
+        for _ in range(3):
+            steps.append([t, epoch])
+            t += 1.0
+        t += 5.0
+    per_step, n = window_slope(steps)
+    assert n == 6  # first step of epoch 1 to first step of epoch 3
+    assert per_step == pytest.approx((6 * 1.0 + 2 * 5.0) / 6)
+    with pytest.raises(ValueError):
+        window_slope(steps[:6])  # two epochs: no window
+
+
+def test_analytic_vit_flops_match_the_flop_counter() -> None:
+    """The FLOPs behind the GPU benchmark's MFU: exact where every matmul is visible (eager
+    attention; FlopCounterMode does not count the CPU's fused attention)."""
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification
+
+    config = ViTConfig(**TINY, num_labels=10)
+    config._attn_implementation = "eager"
+    model = ViTForImageClassification(config)
+    x, y = torch.randn(2, 3, TINY["image_size"], TINY["image_size"]), torch.tensor([1, 2])
+    assert counted_train_flops(model, x, y) == pytest.approx(vit_train_flops(TINY))
+
+
+def test_import_costs_sum_self_time_per_package() -> None:
+    log = (
+        "import time: self [us] | cumulative | imported package\n"
+        "import time:      2000 |       2000 |     torch._C\n"
+        "import time:    500000 |     502000 |   torch\n"
+        "import time:    100000 |     100000 | hydra\n"
+    )
+    assert import_costs(log) == [("torch", 0.502), ("hydra", 0.1), ("(all)", 0.602)]
+
+
+def test_memory_growth_ignores_the_first_epoch() -> None:
+    assert growth_per_epoch([100.0, 150.0, 150.0, 150.0]) == pytest.approx(0.0)
+    assert growth_per_epoch([100.0, 110.0, 120.0, 130.0]) == pytest.approx(10.0)
