@@ -23,7 +23,7 @@ except ImportError:  # the `sweep` extra is not installed; Hydra scans this modu
 
 log = logging.getLogger(__name__)
 
-REQUEUED = "hotcv_requeued"  # user attr on a failed trial whose parameters were queued again
+REQUEUED = "hotcv_requeued"  # study user attr: failed trials whose parameters were queued again
 
 
 if OptunaSweeper is not None:
@@ -54,21 +54,21 @@ def continue_study(impl: Any) -> None:
     if not trials:
         return
     impl.job_idx = len(trials)  # job folders so far are numbered below this
-    requeued = 0
+    requeued = set(study.user_attrs.get(REQUEUED, []))
+    again = []
     for trial in trials:
-        stale = trial.state == optuna.trial.TrialState.RUNNING
-        if stale or (
-            trial.state == optuna.trial.TrialState.FAIL and not trial.user_attrs.get(REQUEUED)
-        ):
-            if stale:
-                study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-            study._storage.set_trial_user_attr(trial._trial_id, REQUEUED, True)
-            study.enqueue_trial(trial.params)
-            requeued += 1
+        if trial.state == optuna.trial.TrialState.RUNNING:  # its sweep was killed
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        elif trial.state != optuna.trial.TrialState.FAIL or trial.number in requeued:
+            continue
+        study.enqueue_trial(trial.params)
+        again.append(trial.number)
+    requeued.update(again)
+    study.set_user_attr(REQUEUED, sorted(requeued))
     ended = [
         t
         for t in study.get_trials(deepcopy=False)
-        if t.state.is_finished() and not t.user_attrs.get(REQUEUED)
+        if t.state.is_finished() and t.number not in requeued
     ]
     impl.n_trials = max(0, impl.n_trials - len(ended))
     if hasattr(impl.sampler, "reseed_rng"):
@@ -77,6 +77,6 @@ def continue_study(impl: Any) -> None:
         "Continuing study %s: %d trials ended, %d queued again, %d to run",
         impl.study_name,
         len(ended),
-        requeued,
+        len(again),
         impl.n_trials,
     )
