@@ -240,6 +240,8 @@ def job_resources(cfg: DictConfig, sweep_dir: Path, launcher: DictConfig) -> Ite
     on the CPU it gets cores len(cores)/n_jobs * k ... and as many threads, split between its DDP
     ranks. Every job not under srun/torchrun gets a free MASTER_PORT of its own.
     """
+    from hotcv_train.launch import ranks_run_the_script
+
     saved = dict(os.environ)
     resources: dict[str, Any] = {}
     try:
@@ -251,7 +253,8 @@ def job_resources(cfg: DictConfig, sweep_dir: Path, launcher: DictConfig) -> Ite
                 s.bind(("", 0))
                 os.environ["MASTER_PORT"] = str(s.getsockname()[1])
             resources["master_port"] = int(os.environ["MASTER_PORT"])
-        yield resources
+        with ranks_run_the_script():
+            yield resources
     finally:
         os.environ.clear()
         os.environ.update(saved)
