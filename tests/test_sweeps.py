@@ -176,3 +176,37 @@ def test_submitit_local_launcher_runs_a_sweep(tiny_dir: Path, tmp_path: Path) ->
     assert (sweep / ".submitit").is_dir()  # submitit's own job files and logs
     for job in "01":
         assert json.loads((sweep / job / "metrics.json").read_text())["test/samples"] == 17
+
+
+@pytest.mark.slow
+def test_submitit_preempted_job_is_requeued_and_resumes(tiny_dir: Path, tmp_path: Path) -> None:
+    """The signal SLURM sends before a time limit or preemption (USR2), through submitit's local
+    executor: the job saves, submitit requeues it, and it continues from interrupted.ckpt."""
+    args = [
+        "-m",
+        "task=vit_cifar10",
+        "hydra/launcher=submitit_local",
+        *classification_overrides(tiny_dir),
+        "trainer.max_epochs=4",
+        "module.optimizer.lr=1e-3",
+    ]
+    command = [sys.executable, str(ROOT / "train.py"), "-m", *TEST_OVERRIDES, *args[1:]]
+    with open(tmp_path / "sweep.log", "w") as out:
+        proc = subprocess.Popen(command, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 300
+            ckpts = tmp_path / "outputs" / "vit_cifar10" / "multirun"
+            while time.monotonic() < deadline and not list(ckpts.glob("*/0/checkpoints/last.ckpt")):
+                time.sleep(0.1)
+            job = record(sweep_folder(tmp_path) / "0")
+            os.kill(job["pid"], signal.SIGUSR2)
+            assert proc.wait(timeout=300) == 0, (tmp_path / "sweep.log").read_text()[-3000:]
+        finally:
+            proc.kill()
+    job_dir = sweep_folder(tmp_path) / "0"
+    final = record(job_dir)
+    assert final["status"] == "finished"
+    assert final["pid"] != job["pid"]  # a new process: the requeued job
+    assert final["ckpt_path"] == str(job_dir / "checkpoints" / "interrupted.ckpt")
+    metrics = json.loads((job_dir / "metrics.json").read_text())
+    assert metrics["test/samples"] == TEST_SAMPLES
