@@ -49,6 +49,7 @@ log = logging.getLogger("hotcv_train.sweeps")
 RECORD = "job.json"
 SUMMARY = "summary.csv"
 UNFINISHED = ("running", "interrupted")  # continued from their checkpoints on resume
+SUPERSEDED = "superseded"  # run again in another job folder (Optuna); left out of the summary
 
 
 class JobFailed:
@@ -159,13 +160,14 @@ def run_job(cfg: DictConfig, run: Callable[[DictConfig], dict[str, float]]) -> A
     resume_from, wall_before = None, 0.0
     if same and prior["status"] in UNFINISHED:
         resume_from, wall_before = newest_checkpoint(cfg, job_dir), prior.get("wall_time_s", 0.0)
-    elif prior is None:  # an Optuna trial re-asked with the params of one that was killed
+    elif prior is None:  # an Optuna trial queued again with the params of one killed or failed
         for other_dir, other in sibling_records(sweep_dir):
-            if other.get("overrides") == overrides and other["status"] in UNFINISHED:
-                resume_from = newest_checkpoint(cfg, other_dir)
-                wall_before = other.get("wall_time_s", 0.0)
+            if other.get("overrides") == overrides and other["status"] in (*UNFINISHED, "failed"):
+                if other["status"] in UNFINISHED:
+                    resume_from = newest_checkpoint(cfg, other_dir)
+                    wall_before = other.get("wall_time_s", 0.0)
                 if writes:
-                    write_record(other_dir, {**other, "status": "resumed", "resumed_in": job})
+                    write_record(other_dir, {**other, "status": SUPERSEDED, "superseded_by": job})
                 break
     elif writes:  # failed before, or another job's folder: start clean, not from its weights
         for d in checkpoint_dirs(cfg, job_dir):
@@ -370,8 +372,8 @@ class SweepSummary(Callback):
 
 
 def collect(sweep_dir: Path) -> list[dict[str, Any]]:
-    """Every job's record, in job order; a job superseded by a resumed one is left out."""
-    rows = [dict(r) for _, r in sibling_records(sweep_dir) if r["status"] != "resumed"]
+    """Every job's record, in job order, but those run again in another folder."""
+    rows = [dict(r) for _, r in sibling_records(sweep_dir) if r["status"] != SUPERSEDED]
     return sorted(rows, key=lambda r: int(r["job"]) if str(r["job"]).isdigit() else math.inf)
 
 
