@@ -149,13 +149,14 @@ def run_job(cfg: DictConfig, run: Callable[[DictConfig], dict[str, float]]) -> A
     sweep_dir = Path(hydra_cfg.sweep.dir)
     overrides = list(hydra_cfg.overrides.task)
     job = job_dir.name
-    writes = global_rank() == 0  # under srun every rank runs this; rank 0 keeps the record
 
     prior = read_record(job_dir)
     same = prior is not None and prior.get("overrides") == overrides
     if same and prior["status"] == "finished":
         log.info("job %s: finished before with the same overrides; reusing its metrics", job)
         return prior["objective"]
+    if global_rank() != 0:  # under srun every rank runs the job; rank 0 decides and records
+        return follow_rank_zero(cfg, run, job_dir)
 
     resume_from, wall_before = None, 0.0
     if same and prior["status"] in UNFINISHED:
@@ -166,10 +167,9 @@ def run_job(cfg: DictConfig, run: Callable[[DictConfig], dict[str, float]]) -> A
                 if other["status"] in UNFINISHED:
                     resume_from = newest_checkpoint(cfg, other_dir)
                     wall_before = other.get("wall_time_s", 0.0)
-                if writes:
-                    write_record(other_dir, {**other, "status": SUPERSEDED, "superseded_by": job})
+                write_record(other_dir, {**other, "status": SUPERSEDED, "superseded_by": job})
                 break
-    elif writes:  # failed before, or another job's folder: start clean, not from its weights
+    else:  # failed before, or another job's folder: start clean, not from its weights
         for d in checkpoint_dirs(cfg, job_dir):
             if d.is_dir():
                 shutil.rmtree(d)
@@ -188,6 +188,7 @@ def run_job(cfg: DictConfig, run: Callable[[DictConfig], dict[str, float]]) -> A
         "started": datetime.now().isoformat(timespec="seconds"),
         "host": socket.gethostname(),
         "pid": os.getpid(),
+        "attempt": attempt_id(),
         "ckpt_path": cfg.ckpt_path,
         "wall_time_s": wall_before,
     }
@@ -196,14 +197,12 @@ def run_job(cfg: DictConfig, run: Callable[[DictConfig], dict[str, float]]) -> A
     def finish(status: str, **fields: Any) -> None:
         record.update(status=status, wall_time_s=round(wall_before + time.monotonic() - tic, 1))
         record.update(ended=datetime.now().isoformat(timespec="seconds"), **fields)
-        if writes:
-            write_record(job_dir, record)
+        write_record(job_dir, record)
 
     try:
         with job_resources(cfg, sweep_dir, hydra_cfg.launcher) as resources:
             record["resources"] = resources
-            if writes:
-                write_record(job_dir, record)
+            write_record(job_dir, record)
             metrics = run(cfg)
     except (KeyboardInterrupt, SystemExit) as e:
         finish("interrupted", reason=f"{type(e).__name__} {getattr(e, 'code', '')}".strip())
@@ -224,6 +223,31 @@ def run_job(cfg: DictConfig, run: Callable[[DictConfig], dict[str, float]]) -> A
         return JobFailed(reason)
     finish("finished", metrics=metrics, objective=objective)
     return objective
+
+
+def attempt_id() -> str:
+    """The same in every rank of one (re)start of a job: SLURM's job id and restart count."""
+    if "SLURM_JOB_ID" in os.environ:
+        return f"{os.environ['SLURM_JOB_ID']}.{os.environ.get('SLURM_RESTART_COUNT', '0')}"
+    return f"{socket.gethostname()}.{os.getpid()}"
+
+
+def follow_rank_zero(
+    cfg: DictConfig, run: Callable[[DictConfig], dict[str, float]], job_dir: Path
+) -> Any:
+    """A rank > 0 that srun started: run what rank 0 decided for this attempt (the checkpoint to
+    continue from), so every rank loads the same weights; rank 0 alone writes the record."""
+    attempt, deadline = attempt_id(), time.monotonic() + 600
+    while (record := read_record(job_dir)) is None or record.get("attempt") != attempt:
+        if time.monotonic() > deadline:
+            raise UserError(f"{job_dir / RECORD}: rank 0 did not start this job in 10 minutes")
+        time.sleep(0.5)
+    cfg.ckpt_path = record["ckpt_path"]
+    try:
+        metrics = run(cfg)
+    except Exception as e:
+        return JobFailed(one_line(e))
+    return metrics.get(cfg.optimized_metric)
 
 
 # ------------------------------------------------------------------------------ parallel jobs
