@@ -24,7 +24,13 @@ def run_reporting_errors(cfg: DictConfig) -> dict[str, float]:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> object:
+    from hotcv_train import sweeps
+
+    if sweeps.in_multirun():  # a failing job is recorded and the sweep goes on (sweeps.py)
+        from hotcv_train.run import run
+
+        return sweeps.run_job(cfg, run)
     metrics = run_reporting_errors(cfg)
     return metrics.get(cfg.optimized_metric)  # the objective of hyperparameter sweeps
 

@@ -30,7 +30,7 @@ def test_help_imports_no_heavy_library() -> None:
 
 
 def test_optuna_sweep_runs_trials_and_reports_the_best(tiny_dir: Path, tmp_path: Path) -> None:
-    log_dir = tmp_path / "outputs"
+    log_dir = tmp_path / "outputs"  # the default folder: runs start in tmp_path
     result = train_py(
         "-m",
         "hparams_search=optuna",
@@ -38,7 +38,6 @@ def test_optuna_sweep_runs_trials_and_reports_the_best(tiny_dir: Path, tmp_path:
         "hydra.sweeper.n_trials=2",
         "hydra.sweeper.sampler.n_startup_trials=2",
         *classification_overrides(tiny_dir),
-        f"paths.log_dir={log_dir}",
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]

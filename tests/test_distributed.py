@@ -21,8 +21,8 @@ def run_folders(log_dir: Path) -> list[Path]:
 
 
 def test_ddp_two_ranks_one_folder_and_exact_test(tiny_dir: Path, tmp_path: Path) -> None:
-    log_dir = tmp_path / "outputs"
-    args = [*classification_overrides(tiny_dir), f"paths.log_dir={log_dir}"]
+    log_dir = tmp_path / "outputs"  # the default folder: runs start in tmp_path
+    args = classification_overrides(tiny_dir)
     result = train_py(
         "task=vit_cifar10", "trainer=ddp_cpu", "trainer.max_epochs=1", *args, cwd=tmp_path
     )
@@ -45,14 +45,13 @@ def test_ddp_two_ranks_one_folder_and_exact_test(tiny_dir: Path, tmp_path: Path)
 
 @pytest.mark.parametrize("trainer", ["cpu", "ddp_cpu"])
 def test_multirun_makes_one_folder_per_job(trainer: str, tiny_dir: Path, tmp_path: Path) -> None:
-    log_dir = tmp_path / "outputs"
+    log_dir = tmp_path / "outputs"  # the default folder: runs start in tmp_path
     result = train_py(
         "-m",
         "task=vit_cifar10",
         f"trainer={trainer}",
         "module.optimizer.lr=1e-3,3e-4",
         *classification_overrides(tiny_dir),
-        f"paths.log_dir={log_dir}",
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -74,7 +73,7 @@ def test_multirun_makes_one_folder_per_job(trainer: str, tiny_dir: Path, tmp_pat
 
 def test_torchrun_ranks_share_one_run_folder(tiny_dir: Path, tmp_path: Path) -> None:
     """Ranks torchrun starts compose their own configs; the folder is named by the job id."""
-    log_dir = tmp_path / "outputs"
+    log_dir = tmp_path / "outputs"  # the default folder: runs start in tmp_path
     command = [
         sys.executable,
         "-m",
@@ -86,7 +85,6 @@ def test_torchrun_ranks_share_one_run_folder(tiny_dir: Path, tmp_path: Path) -> 
         "task=vit_cifar10",
         "trainer=ddp_cpu",
         *classification_overrides(tiny_dir),
-        f"paths.log_dir={log_dir}",
     ]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

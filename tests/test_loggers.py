@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -23,22 +24,29 @@ def test_csv_and_tensorboard_together(make_config, tiny_dir: Path, tmp_path: Pat
 
 
 def test_wandb_offline_one_run_per_job_grouped_by_sweep(tiny_dir: Path, tmp_path: Path) -> None:
-    log_dir = tmp_path / "outputs"
     result = train_py(
         "-m",
         "task=vit_cifar10",
         "logger=wandb",
         "module.optimizer.lr=1e-3,3e-4",
         *classification_overrides(tiny_dir),
-        f"paths.log_dir={log_dir}",
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    (sweep,) = (log_dir / "vit_cifar10" / "multirun").iterdir()
-    run_ids, groups = set(), set()
+    (sweep,) = (tmp_path / "outputs" / "vit_cifar10" / "multirun").iterdir()
+    runs, groups, names = {}, set(), set()
     for job in ("0", "1"):
-        (offline,) = (sweep / job / "wandb").glob("offline-run-*")
-        run_ids.add(offline.name.rsplit("-", 1)[-1])
-        groups.add(OmegaConf.load(sweep / job / ".hydra" / "resolved.yaml").logger.wandb.group)
-    assert len(run_ids) == 2  # a run of its own per job, not one shared run
+        offline = sorted((sweep / job / "wandb").glob("offline-run-*"))
+        (runs[job],) = {p.name.rsplit("-", 1)[-1] for p in offline}  # one run id per job
+        wandb_cfg = OmegaConf.load(sweep / job / ".hydra" / "resolved.yaml").logger.wandb
+        groups.add(wandb_cfg.group)
+        names.add(wandb_cfg.name)
+    assert len(set(runs.values())) == 2  # a run of its own per job, not one shared run
     assert groups == {f"vit_cifar10/{sweep.name}"}
+    assert {n for n in names if "module.optimizer.lr=0.001" in n or "lr=0.0003" in n} == names
+    assert len(names) == 2  # each run is named by its job's overrides
+    with open(sweep / "summary.csv") as f:
+        (best,) = [row["job"] for row in csv.DictReader(f) if row["best"] == "*"]
+    # The best job's run was reopened to add the tag `best` (a second offline segment, same id).
+    assert len(list((sweep / best / "wandb").glob("offline-run-*"))) == 2
+    assert f"tagged W&B run {runs[best]} 'best'" in result.stdout

@@ -33,6 +33,7 @@ RUN_KEYS = {
     "monitor",
     "monitor_mode",
     "optimized_metric",
+    "optimized_mode",
     "dataset",
     "module",
     "trainer",

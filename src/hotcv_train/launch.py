@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,3 +43,27 @@ def job_environment(resolved_config: Path) -> Iterator[None]:
 
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def ranks_run_the_script() -> Iterator[None]:
+    """In a worker process (a parallel launcher's), make Lightning start extra ranks as train.py.
+
+    Lightning starts each extra DDP rank by re-running `__main__`: `python -m <its module>` when
+    `__main__` was run as a module, else `python <sys.argv[0]>`. In a joblib (loky) worker
+    `__main__` is the worker's module while `sys.argv` is still train.py's, so ranks would start
+    as bare workers. While the job runs, `__main__` looks like the script it came from.
+    """
+    import __main__
+
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    own_file = Path(getattr(__main__, "__file__", "") or "")
+    if script is None or not script.is_file() or own_file.resolve() == script.resolve():
+        yield
+        return
+    spec = __main__.__spec__
+    __main__.__spec__ = None
+    try:
+        yield
+    finally:
+        __main__.__spec__ = spec

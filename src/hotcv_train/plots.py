@@ -264,3 +264,47 @@ def masking_panels(
     for ax, title in zip(axes[0], ("original", "masked input", "reconstruction")):
         ax.set_title(title)
     return save(fig, path, loggers, step)
+
+
+def objective_vs_params(
+    points: dict[str, tuple[list[str], list[float]]], metric: str, path: Path
+) -> Path:
+    """A sweep's objective against each swept parameter: one panel per parameter."""
+    fig, axes = plt.subplots(1, len(points), figsize=(4 * len(points), 3.2), squeeze=False)
+    for ax, (name, (values, objectives)) in zip(axes[0], points.items()):
+        try:
+            xs: list[Any] = [float(v) for v in values]
+            positive = min(xs) > 0
+            if positive and max(xs) / min(xs) >= 10:
+                ax.set_xscale("log")
+        except ValueError:  # categorical values: one position each, in first-seen order
+            labels = list(dict.fromkeys(values))
+            xs = [labels.index(v) for v in values]
+            ax.set_xticks(range(len(labels)), labels, rotation=30)
+        ax.scatter(xs, objectives, s=30)
+        ax.set_xlabel(name)
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    return save(fig, path)
+
+
+def optimization_history(
+    history: list[tuple[int, float | None]], metric: str, mode: str, path: Path
+) -> Path:
+    """Each trial's objective and the best so far, in trial order; red lines: failed trials."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    done = [(t, v) for t, v in history if v is not None]
+    failed = [t for t, v in history if v is None]
+    if done:
+        trials, values = zip(*done)
+        ax.scatter(trials, values, s=30, label="trial")
+        pick = min if mode == "min" else max
+        best = [pick(values[: i + 1]) for i in range(len(values))]
+        ax.step(trials, best, where="post", color="C1", label="best so far")
+    for t in failed:
+        ax.axvline(t, color="C3", alpha=0.3, lw=1)
+    ax.set_xlabel("trial (job)")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return save(fig, path)

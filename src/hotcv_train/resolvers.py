@@ -68,6 +68,16 @@ def sweep_group(prefix: str) -> str | None:
     return f"{prefix}/{Path(HydraConfig.get().sweep.dir).name}"
 
 
+def sweep_job_name(override_dirname: str) -> str | None:
+    """A multirun job's overrides (`lr=1e-3,seed=1`) to name its W&B run; None for a single run."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return override_dirname or None
+
+
 def cwd() -> str:
     """The folder train.py was started from: `hydra:runtime.cwd` is unset while Hydra resolves
     `hydra.sweep.dir`, so a sweep folder built from it fails before its first job."""
@@ -77,6 +87,7 @@ def cwd() -> str:
 for _name, _resolver in (
     ("cwd", cwd),
     ("sweep_group", sweep_group),
+    ("sweep_job_name", sweep_job_name),
     ("run_stamp", run_stamp),
     ("fresh_dir", fresh_dir),
     ("rank_suffix", rank_suffix),
