@@ -85,9 +85,9 @@ def coco_folder(folder: Path, data_folder: Path) -> Path:
     for split, sub in (("train", "train"), ("validation", "valid"), ("test", "test")):
         images, annotations = [], []
         for row in data[split]:
-            name = f"{row['image_id']:05d}.jpg"
+            name = f"{row['image_id']:05d}.png"  # lossless: samples must match
             (building / sub).mkdir(parents=True, exist_ok=True)
-            row["image"].save(building / sub / name, quality=95)
+            row["image"].save(building / sub / name)
             images.append(
                 {
                     "id": row["image_id"],

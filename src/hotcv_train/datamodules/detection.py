@@ -39,6 +39,7 @@ SPLIT_ALIASES = {"valid": "validation", "val": "validation"}  # Roboflow / COCO 
 # A split whose boxes fall outside their image this often is read in the wrong box format;
 # below it, the few bad boxes are annotation slips: clipped or dropped, with a warning.
 WRONG_FORMAT_SHARE = 0.05
+FAR_PAST_EDGE = 0.1  # a box this far (fraction of the image side) past an edge counts as off it
 
 
 class SampleError(ValueError):
@@ -699,15 +700,15 @@ class BoxScan:
         self.largest_coordinate = max(self.largest_coordinate, float(np.abs(boxes).max()))
         self.largest_side = max(self.largest_side, h, w)
         xyxy = to_xyxy(torch.from_numpy(boxes), box_format, normalized, size).numpy()
-        cx, cy = (xyxy[:, 0] + xyxy[:, 2]) / 2, (xyxy[:, 1] + xyxy[:, 3]) / 2
-        # Wrong-format tell-tales: a negative side, or a centre off the image.
+        # Wrong-format tell-tales: a negative side, or a box far past an edge.
+        slack_x, slack_y = FAR_PAST_EDGE * w, FAR_PAST_EDGE * h
         outside = (
             (xyxy[:, 2] < xyxy[:, 0] - 1)
             | (xyxy[:, 3] < xyxy[:, 1] - 1)
-            | (cx < 0)
-            | (cy < 0)
-            | (cx > w)
-            | (cy > h)
+            | (xyxy[:, 0] < -slack_x)
+            | (xyxy[:, 1] < -slack_y)
+            | (xyxy[:, 2] > w + slack_x)
+            | (xyxy[:, 3] > h + slack_y)
         )
         if outside.any() and self.first_outside is None:
             box = [round(float(v), 1) for v in boxes[int(np.argmax(outside))]]
