@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torchmetrics.detection import MeanAveragePrecision
 from torchvision.ops import box_convert
 
 from hotcv_train.errors import UserError
@@ -140,12 +141,21 @@ class ObjectDetectionModule(TaskModule):
         with torch.no_grad():
             preds = self.detections(outputs, batch["orig_size"], threshold=0.0)
         targets = [
-            {"boxes": denormalize(t["boxes"], size), "labels": t["class_labels"]}
+            {
+                "boxes": denormalize(t["boxes"], size).float().reshape(-1, 4),
+                "labels": t["class_labels"].long().reshape(-1),
+            }
             for t, size in zip(batch["labels"], batch["orig_size"])
         ]
-        self.map[stage].update(
-            [{k: p[k].detach() for k in ("boxes", "scores", "labels")} for p in preds], targets
-        )
+        detections = [  # explicit dtypes and shapes, also for an image with no box
+            {
+                "boxes": p["boxes"].detach().float().reshape(-1, 4),
+                "scores": p["scores"].detach().float().reshape(-1),
+                "labels": p["labels"].detach().long().reshape(-1),
+            }
+            for p in preds
+        ]
+        self.map[stage].update(detections, targets)
         if self.global_rank == 0 and len(self.plot_samples) < self.num_plot_images:
             for i, (pred, target) in enumerate(zip(preds, targets)):
                 if len(self.plot_samples) >= self.num_plot_images:
@@ -277,11 +287,41 @@ def denormalize(boxes: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
     return box_convert(boxes, "cxcywh", "xyxy") * torch.stack([w, h, w, h])
 
 
+class ShardedMeanAveragePrecision(MeanAveragePrecision):
+    """COCO mAP whose states gather correctly when ranks scored different numbers of images.
+
+    The states are lists with one tensor per image; torchmetrics gathers them one element at a
+    time, so ranks holding 4 and 3 images (an odd split, sharded without padding) run different
+    collectives and gloo aborts ("Received data size doesn't match expected size"). Here each
+    rank sends its whole lists in one object gather, and the images are interleaved back in
+    the order of the strided, unpadded sampler (rank r holds images r, r + W, ...): the order
+    of one process, which COCO's tie-breaking between equal scores depends on.
+    """
+
+    def _sync_dist(self, dist_sync_fn: Any = None, process_group: Any = None) -> None:
+        group = process_group or self.process_group
+        states = {attr: getattr(self, attr) for attr in self._reductions}
+        local = {k: [t.cpu() for t in v] if isinstance(v, list) else v for k, v in states.items()}
+        parts: list[Any] = [None] * torch.distributed.get_world_size(group)
+        torch.distributed.all_gather_object(parts, local, group=group)
+        for attr, value in states.items():
+            if isinstance(value, list):
+                lists = [part[attr] for part in parts]
+                longest = max(len(items) for items in lists)
+                gathered = [
+                    items[i].to(self.device)
+                    for i in range(longest)
+                    for items in lists
+                    if i < len(items)
+                ]
+                setattr(self, attr, gathered)
+
+
 def mean_average_precision(num_labels: int) -> Any:
     """COCO mAP (pycocotools), per-class AP when there are several classes."""
-    from torchmetrics.detection import MeanAveragePrecision
-
-    return MeanAveragePrecision(box_format="xyxy", iou_type="bbox", class_metrics=num_labels > 1)
+    return ShardedMeanAveragePrecision(
+        box_format="xyxy", iou_type="bbox", class_metrics=num_labels > 1
+    )
 
 
 def make_backbone_trainable(model: nn.Module) -> None:
