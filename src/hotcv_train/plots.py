@@ -308,3 +308,69 @@ def optimization_history(
     ax.grid(alpha=0.3)
     ax.legend()
     return save(fig, path)
+
+
+def draw_boxes(
+    image: torch.Tensor,
+    boxes: torch.Tensor,
+    labels: Sequence[str] | None = None,
+    colour: str = "red",
+    width: int = 2,
+) -> torch.Tensor:
+    """`image` (uint8 CHW, or a normalised float image) with xyxy pixel `boxes` drawn on it."""
+    from torchvision.utils import draw_bounding_boxes
+
+    if image.dtype != torch.uint8:
+        image = (to_display(image).permute(2, 0, 1) * 255).round().to(torch.uint8)
+    if not len(boxes):
+        return image
+    return draw_bounding_boxes(
+        image, boxes.float(), labels=list(labels) if labels else None, colors=colour, width=width
+    )
+
+
+def detection_grid(
+    samples: Sequence[dict],
+    names: Sequence[str],
+    path: Path,
+    loggers: Sequence[Any] = (),
+    step: int = 0,
+) -> Path | None:
+    """Images with true boxes (green) and predicted boxes (red, `name score`), titled by id.
+
+    Each sample: `image` (CHW), `true_boxes`, `true_labels`, `boxes`, `scores`, `labels`, `id`,
+    boxes as xyxy pixels of the image.
+    """
+    if not samples:
+        return None
+    cols = min(4, len(samples))
+    rows = -(-len(samples) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, s in zip(axes.flat, samples):
+        picture = draw_boxes(s["image"], s["true_boxes"], colour="lime")
+        labels = [f"{names[int(c)]} {float(p):.2f}" for c, p in zip(s["labels"], s["scores"])]
+        picture = draw_boxes(picture, s["boxes"], labels, colour="red", width=1)
+        ax.imshow(picture.permute(1, 2, 0).numpy())
+        ax.set_title(
+            f"{s['id']}: {len(s['true_boxes'])} true, {len(s['boxes'])} predicted", fontsize=8
+        )
+    fig.suptitle("green: ground truth, red: predictions", fontsize=9)
+    return save(fig, path, loggers, step)
+
+
+def save_boxes(
+    image: torch.Tensor,
+    boxes: torch.Tensor,
+    names: Sequence[str],
+    scores: torch.Tensor,
+    path: Path,
+) -> Path:
+    """A uint8 CHW image with predicted boxes (`name score`) drawn, saved as a PNG at full size."""
+    from torchvision.io import write_png
+
+    labels = [f"{n} {float(s):.2f}" for n, s in zip(names, scores)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_png(draw_boxes(image.cpu(), boxes.cpu(), labels), str(path))
+    return path

@@ -113,10 +113,13 @@ class TaskModule(L.LightningModule):
         self.log(f"{stage}/loss", mean, on_epoch=True, prog_bar=stage == "val")
         self.log(f"{stage}/samples", count, on_epoch=True)
 
+    def parameter_groups(self) -> list[Any]:
+        """What the optimizer trains: parameters, or groups with settings of their own (`lr`)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
     def configure_optimizers(self) -> Any:
-        params = [p for p in self.parameters() if p.requires_grad]
         try:
-            optimizer = self.optimizer_factory(params)
+            optimizer = self.optimizer_factory(self.parameter_groups())
         except (ValueError, TypeError) as e:  # torch's checks: lr < 0, betas outside [0, 1) ...
             raise UserError(f"module.optimizer: {e}") from None
         if self.scheduler_factory is None:

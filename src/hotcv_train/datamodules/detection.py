@@ -1,0 +1,772 @@
+"""Object detection data: images with a variable number of boxes each (COCO-style `objects`).
+
+Sources are those of every `HFDataModule` (hub id, `save_to_disk` folder) plus a COCO folder:
+images with `annotations.json` or Roboflow's `_annotations.coco.json`, either at the top or in
+one subfolder per split (`train/`, `valid/`, `test/`). Boxes become `tv_tensors.BoundingBoxes`,
+so torchvision v2 moves them with the image; the model gets class labels and boxes as normalised
+`(cx, cy, w, h)` relative to the image's own (resized, unpadded) size, the canvas the module also
+rescales predictions with.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torchvision import tv_tensors
+from torchvision.ops import box_convert
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+from torchvision.transforms.v2._utils import get_bounding_boxes, query_size
+
+from hotcv_train.checks import HubOrPath, looks_local
+from hotcv_train.datamodules.base import HFDataModule, missing_columns, shard_sampler
+from hotcv_train.errors import UserError
+from hotcv_train.models import load_image_processor
+
+log = logging.getLogger(__name__)
+
+BoxFormat = Literal["xywh", "xyxy", "cxcywh"]
+ANNOTATION_FILES = ("_annotations.coco.json", "annotations.json")  # Roboflow's, then plain COCO
+SPLIT_ALIASES = {"valid": "validation", "val": "validation"}  # Roboflow / COCO folder names
+# A split whose boxes fall outside their image this often is read in the wrong box format;
+# below it, the few bad boxes are annotation slips: clipped or dropped, with a warning.
+WRONG_FORMAT_SHARE = 0.05
+FAR_PAST_EDGE = 0.1  # a box this far (fraction of the image side) past an edge counts as off it
+
+
+class SampleError(ValueError):
+    """A row whose objects cannot be read (not boxes of 4 numbers, lists of unequal length)."""
+
+
+class BadSample(UserError):
+    """One bad sample, reported as one line even from a DataLoader worker.
+
+    PyTorch rebuilds a worker's exception in the main process as `type(e)(text)`, where the text
+    is "Caught ... Original Traceback ..."; the original message is the traceback's last line.
+    """
+
+    def __init__(self, problem: str):
+        if "Original Traceback" in problem:
+            problem = problem.rstrip().rsplit("\n", 1)[-1].split(": ", 1)[-1]
+        super().__init__(problem)
+
+
+# ----------------------------------------------------------------------------------------------
+# Boxes
+
+
+def to_xyxy(
+    boxes: torch.Tensor, box_format: BoxFormat, normalized: bool, size: tuple[int, int]
+) -> torch.Tensor:
+    """`(N, 4)` boxes in `box_format` (fractions of `size` = (h, w) when normalised) as pixel xyxy."""
+    boxes = box_convert(boxes.float(), box_format, "xyxy")
+    if normalized:
+        h, w = size
+        boxes = boxes * boxes.new_tensor([w, h, w, h])
+    return boxes
+
+
+def from_xyxy(
+    boxes: torch.Tensor, box_format: BoxFormat, normalized: bool, size: tuple[int, int]
+) -> torch.Tensor:
+    """The inverse of `to_xyxy`."""
+    if normalized:
+        h, w = size
+        boxes = boxes / boxes.new_tensor([w, h, w, h])
+    return box_convert(boxes.float(), "xyxy", box_format)
+
+
+def read_objects(objects: Any, bbox_key: str, category_key: str) -> tuple[np.ndarray, np.ndarray]:
+    """One row's objects (a dict of per-box lists, or a list of per-box dicts) as arrays.
+
+    Returns `(N, 4)` float boxes as stored and `(N,)` int category ids.
+    """
+    if isinstance(objects, dict):
+        boxes, categories = objects.get(bbox_key), objects.get(category_key)
+    else:
+        objects = list(objects or [])
+        boxes = [o.get(bbox_key) for o in objects]
+        categories = [o.get(category_key) for o in objects]
+    boxes = [] if boxes is None else boxes
+    categories = [] if categories is None else categories
+    try:
+        array = (
+            np.asarray(boxes, dtype=np.float64).reshape(-1, 4) if len(boxes) else np.zeros((0, 4))
+        )
+    except (TypeError, ValueError):
+        raise SampleError(f"{bbox_key!r} must hold boxes of 4 numbers, got {boxes!r}") from None
+    if len(array) != len(boxes) or len(categories) != len(array):
+        raise SampleError(
+            f"{len(boxes)} {bbox_key!r} entries and {len(categories)} {category_key!r} entries; "
+            "each box needs 4 numbers and one category"
+        )
+    return array, np.asarray(categories, dtype=np.int64).reshape(-1)
+
+
+class RandomBoxSafeCrop(v2.Transform):
+    """With probability `p`, crop a random window that contains every box of the image whole.
+
+    Each side of the window is at least `min_side` of the image's, so crops zoom in without
+    cutting objects in half; an image without boxes gets a free random crop.
+    """
+
+    def __init__(self, min_side: float, p: float):
+        super().__init__()
+        self.min_side, self.p = min_side, p
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        h, w = query_size(flat_inputs)
+        if torch.rand(()) >= self.p:
+            return {"top": 0, "left": 0, "height": h, "width": w}
+        boxes = get_bounding_boxes(flat_inputs)
+        xyxy = F.convert_bounding_box_format(boxes, new_format=tv_tensors.BoundingBoxFormat.XYXY)
+        if len(xyxy):
+            x1, y1 = (float(v) for v in xyxy[:, :2].min(0).values.clamp(min=0))
+            x2, y2 = float(xyxy[:, 2].max().clamp(max=w)), float(xyxy[:, 3].max().clamp(max=h))
+        else:
+            x1, y1, x2, y2 = w / 2, h / 2, w / 2, h / 2
+        cw = _uniform(max(x2 - x1, self.min_side * w), w)
+        ch = _uniform(max(y2 - y1, self.min_side * h), h)
+        left = _uniform(max(0.0, x2 - cw), min(x1, w - cw))
+        top = _uniform(max(0.0, y2 - ch), min(y1, h - ch))
+        left, top = math.floor(left), math.floor(top)
+        return {
+            "top": top,
+            "left": left,
+            "height": min(h - top, math.ceil(ch)),
+            "width": min(w - left, math.ceil(cw)),
+        }
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        return self._call_kernel(F.crop, inpt, **params)
+
+
+def _uniform(low: float, high: float) -> float:
+    return low if high <= low else low + float(torch.rand(())) * (high - low)
+
+
+# ----------------------------------------------------------------------------------------------
+# Samples and batches
+
+
+def detection_sample(
+    row: dict,
+    transform: Callable,
+    image_column: str,
+    objects_column: str,
+    bbox_key: str,
+    category_key: str,
+    box_format: BoxFormat,
+    normalized: bool,
+    id_column: str | None,
+    keep_image: bool,
+    index: int | None = None,
+) -> dict:
+    """A row as model inputs; labels are DETR's: class ids and normalised cxcywh boxes."""
+    image = row[image_column].convert("RGB")
+    size = (image.height, image.width)
+    pixels = tv_tensors.Image(F.pil_to_tensor(image))
+    boxes, categories = read_objects(row.get(objects_column), bbox_key, category_key)
+    target = {
+        "boxes": tv_tensors.BoundingBoxes(
+            to_xyxy(torch.from_numpy(boxes), box_format, normalized, size),
+            format="XYXY",
+            canvas_size=size,
+        ),
+        "labels": torch.from_numpy(categories),
+    }
+    out_pixels, target = transform(pixels, target)
+    out_size = tuple(out_pixels.shape[-2:])
+    cxcywh = from_xyxy(target["boxes"].as_subclass(torch.Tensor), "cxcywh", True, out_size)
+    sample = {
+        "pixel_values": out_pixels.as_subclass(torch.Tensor),
+        "labels": {"class_labels": target["labels"], "boxes": cxcywh},
+        "orig_size": torch.tensor(size),
+        "size": torch.tensor(out_size),
+        "id": str(row[id_column]) if id_column and id_column in row else str(row.get("_id", index)),
+    }
+    if keep_image:  # predictions are drawn on the original picture
+        sample["image"] = pixels.as_subclass(torch.Tensor)
+    return sample
+
+
+def collate_detection(samples: list[dict | None]) -> dict | None:
+    """Pad images to the batch's largest height and width; `pixel_mask` marks the real pixels.
+
+    Labels stay a list (one dict per image: their box counts differ). Undecodable samples
+    (None) are dropped; an all-bad batch is None.
+    """
+    samples = [s for s in samples if s is not None]
+    if not samples:
+        return None
+    height = max(s["pixel_values"].shape[-2] for s in samples)
+    width = max(s["pixel_values"].shape[-1] for s in samples)
+    channels = samples[0]["pixel_values"].shape[0]
+    pixel_values = torch.zeros(len(samples), channels, height, width)
+    pixel_mask = torch.zeros(len(samples), height, width, dtype=torch.long)
+    for i, s in enumerate(samples):
+        h, w = s["pixel_values"].shape[-2:]
+        pixel_values[i, :, :h, :w] = s["pixel_values"]
+        pixel_mask[i, :h, :w] = 1
+    batch = {
+        "pixel_values": pixel_values,
+        "pixel_mask": pixel_mask,
+        "labels": [s["labels"] for s in samples],
+        "orig_size": torch.stack([s["orig_size"] for s in samples]),
+        "size": torch.stack([s["size"] for s in samples]),
+        "id": [s["id"] for s in samples],
+    }
+    if "image" in samples[0]:
+        batch["image"] = [s["image"] for s in samples]
+    return batch
+
+
+class IndexedRows(torch.utils.data.Dataset):
+    """Rows of an HF dataset (or images of a folder) passed to `to_sample` with their index."""
+
+    def __init__(self, rows: Any, to_sample: Callable[..., dict], split: str):
+        self.rows, self.to_sample, self.split = rows, to_sample, split
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict | None:
+        try:
+            row = self.rows[index]
+            if isinstance(row, tuple):  # (id, path) of an image folder
+                from PIL import Image
+
+                row = {"image": Image.open(row[1]), "_id": row[0]}
+            return self.to_sample(row, index=index)
+        except SampleError as e:
+            raise BadSample(f"dataset: {self.split} sample {index}: {e}") from None
+        except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for truncated/corrupt files
+            log.warning("skipping %s sample %d: cannot decode it (%s)", self.split, index, e)
+            return None
+
+
+# ----------------------------------------------------------------------------------------------
+# COCO folders
+
+
+def coco_annotation_files(folder: Path) -> dict[str, Path]:
+    """Split name -> COCO annotation file of a COCO / Roboflow folder ({} if it is not one)."""
+
+    def annotations_in(path: Path) -> Path | None:
+        return next((path / n for n in ANNOTATION_FILES if (path / n).is_file()), None)
+
+    if not folder.is_dir():
+        return {}
+    top = annotations_in(folder)
+    if top is not None:
+        return {"train": top}
+    found = {}
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        file = annotations_in(sub)
+        if file is not None:
+            found[SPLIT_ALIASES.get(sub.name, sub.name)] = file
+    return found
+
+
+def coco_categories(coco: dict) -> list[dict]:
+    """The categories that label boxes, sorted by id.
+
+    Roboflow exports list the dataset's name as an extra category (the supercategory of the real
+    ones) that no box uses; it is left out, so a one-class export gives one class.
+    """
+    used = {a["category_id"] for a in coco.get("annotations", [])}
+    supers = {c.get("supercategory") for c in coco.get("categories", [])}
+    return sorted(
+        (c for c in coco.get("categories", []) if c["id"] in used or c["name"] not in supers),
+        key=lambda c: c["id"],
+    )
+
+
+def load_coco(folder: str) -> Any:
+    """A DatasetDict (hub licence-plate schema: COCO xywh pixel boxes) from a COCO folder."""
+    import datasets
+
+    files = coco_annotation_files(Path(folder).expanduser())
+    cocos = {split: json.loads(file.read_text()) for split, file in files.items()}
+    categories = coco_categories(cocos.get("train", next(iter(cocos.values()))))
+    index = {c["id"]: i for i, c in enumerate(categories)}
+    features = detection_features([c["name"] for c in categories])
+    splits = {}
+    for split, coco in cocos.items():
+        boxes_of: dict[int, list[dict]] = {}
+        for a in coco.get("annotations", []):
+            boxes_of.setdefault(a["image_id"], []).append(a)
+        rows: dict[str, list] = {k: [] for k in features}
+        for image in coco["images"]:
+            path = files[split].parent / image["file_name"]
+            if not path.is_file():
+                raise UserError(
+                    f"dataset.path: {files[split]} lists {image['file_name']}, which is not in "
+                    f"{path.parent}"
+                )
+            anns = boxes_of.get(image["id"], [])
+            unknown = [a["category_id"] for a in anns if a["category_id"] not in index]
+            if unknown:
+                raise UserError(
+                    f"dataset.path: {files[split]}: image {image['file_name']} has category id "
+                    f"{unknown[0]}, which is not among its categories"
+                )
+            rows["image"].append(str(path))
+            rows["image_id"].append(image["id"])
+            rows["width"].append(image["width"])
+            rows["height"].append(image["height"])
+            rows["objects"].append(
+                {
+                    "id": [a["id"] for a in anns],
+                    "area": [float(a.get("area", a["bbox"][2] * a["bbox"][3])) for a in anns],
+                    "bbox": [[float(v) for v in a["bbox"]] for a in anns],
+                    "category": [index[a["category_id"]] for a in anns],
+                }
+            )
+        splits[split] = datasets.Dataset.from_dict(rows, features=features)
+    return datasets.DatasetDict(splits)
+
+
+def detection_features(label_names: list[str]) -> Any:
+    """Features of the hub licence-plate dataset: objects as a dict of per-box lists."""
+    import datasets
+
+    return datasets.Features(
+        {
+            "image": datasets.Image(),
+            "image_id": datasets.Value("int64"),
+            "width": datasets.Value("int32"),
+            "height": datasets.Value("int32"),
+            "objects": {
+                "id": datasets.List(datasets.Value("int64")),
+                "area": datasets.List(datasets.Value("float32")),
+                "bbox": datasets.List(datasets.List(datasets.Value("float32"), length=4)),
+                "category": datasets.List(datasets.ClassLabel(names=label_names)),
+            },
+        }
+    )
+
+
+def image_folder(path: str | None) -> Path | None:
+    """`path` as a plain folder of images (no annotations, not a saved dataset), else None."""
+    if path is None or not looks_local(path):
+        return None
+    folder = Path(path).expanduser()
+    saved = (folder / "dataset_dict.json").exists() or (folder / "state.json").exists()
+    if not folder.is_dir() or saved or coco_annotation_files(folder):
+        return None
+    return folder
+
+
+# ----------------------------------------------------------------------------------------------
+# The datamodule
+
+
+class ObjectDetectionDataModule(HFDataModule):
+    """Images and boxes from a hub dataset, a `save_to_disk` folder or a COCO folder.
+
+    Every split is scanned once at setup: boxes partly outside their image are clipped and boxes
+    of zero area dropped (counted, with one warning per split); a box format that contradicts the
+    data, a category id outside the label list or a missing column stops the run with one line.
+    `stage=predict` also takes a plain folder of images.
+
+    Args:
+        image_column: Column holding the images.
+        objects_column: Column holding each image's objects: a dict of per-box lists (or a list
+            of per-box dicts) with `bbox_key` and `category_key`.
+        bbox_key: Key of the boxes inside `objects_column`.
+        category_key: Key of the category ids inside `objects_column`.
+        id_column: Column naming each image in predictions; null uses the row index.
+        box_format: How stored boxes read: `xywh` (COCO), `xyxy` (Pascal VOC) or `cxcywh` (YOLO).
+        normalized: Stored boxes are fractions of the image size (YOLO) instead of pixels.
+        label_names: Category names, overriding those of the data (needed for `stage=predict`
+            on an image folder with a finetuned checkpoint).
+        processor: Where size, mean and std come from (the model's name_or_path).
+        image_size: Resize target: an int is the shorter side (aspect kept, capped by
+            `max_size`), `[height, width]` a fixed size; null reads it from `processor`.
+        max_size: Longest side after resizing with an int `image_size`; null reads it from
+            `processor` (DETR: 1333).
+        image_mean: Normalization mean override; null reads it from `processor`.
+        image_std: Normalization std override; null reads it from `processor`.
+        scales: Training multi-scale: the shorter side is `image_size` times one of these.
+        crop_prob: Probability of a training crop that keeps every box whole.
+        crop_min_side: Smallest side of that crop, as a fraction of the image's.
+        hflip: Probability of a horizontal flip in training.
+        color_jitter: Brightness, contrast, saturation and hue strength of the training jitter
+            (image only).
+        min_box_size: Boxes smaller than this (pixels, after transforms) are dropped.
+        **kwargs: The data source and loader settings of `HFDataModule`.
+    """
+
+    def __init__(
+        self,
+        image_column: str,
+        objects_column: str,
+        bbox_key: str,
+        category_key: str,
+        id_column: str | None,
+        box_format: BoxFormat,
+        normalized: bool,
+        label_names: list[str] | None,
+        processor: HubOrPath | None,
+        image_size: int | list[int] | None,
+        max_size: int | None,
+        image_mean: list[float] | None,
+        image_std: list[float] | None,
+        scales: list[float],
+        crop_prob: float,
+        crop_min_side: float,
+        hflip: float,
+        color_jitter: list[float],
+        min_box_size: float,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        if len(color_jitter) != 4:
+            raise UserError(
+                f"dataset.color_jitter: must be [brightness, contrast, saturation, hue]; got "
+                f"{color_jitter}"
+            )
+        if isinstance(image_size, list) and len(image_size) != 2:
+            raise UserError(f"dataset.image_size: an int or [height, width]; got {image_size}")
+        self.columns = (image_column, objects_column, bbox_key, category_key, id_column)
+        self.box_format, self.normalized = box_format, normalized
+        self.label_names_override = label_names
+        self.processor = processor
+        self.size_settings = (image_size, max_size, image_mean, image_std)
+        self.scales, self.crop_prob, self.crop_min_side = scales, crop_prob, crop_min_side
+        self.hflip, self.color_jitter, self.min_box_size = hflip, color_jitter, min_box_size
+        if self.path is not None and looks_local(self.path):
+            folder = Path(self.path).expanduser()
+            if coco_annotation_files(folder):  # read by our loader, not the data-files builders
+                self.generator = partial(load_coco, str(folder))
+        self.label_names: list[str] | None = None
+        self.predict_images: list[tuple[str, Path]] | None = None
+        self.resolved: tuple[int | tuple[int, int], int | None, list, list] | None = None
+        self._max_category = -1
+
+    # -- setup and checks ------------------------------------------------------------------
+
+    def setup(self, stage: str | None = None) -> None:
+        folder = image_folder(self.path)
+        if stage == "predict" and folder is not None:
+            if self.predict_images is None:
+                from hotcv_train.datamodules.images import find_images
+
+                self.predict_images = list(find_images(folder).items())
+                if not self.predict_images:
+                    raise UserError(f"dataset.path: no images found in {folder}")
+                self.label_names = self.label_names_override
+        else:
+            super().setup(stage)
+            if self.label_names is None:
+                self.label_names = self.label_names_override or [
+                    str(i) for i in range(self._max_category + 1)
+                ]
+        if self.resolved is None:
+            self.resolved = self._resolve_preprocessing()
+
+    def module_kwargs(self) -> dict[str, Any]:
+        if not self.label_names:  # an image folder to predict on: the model's own labels
+            return {}
+        return {"num_labels": len(self.label_names), "label_names": list(self.label_names)}
+
+    def _resolve_preprocessing(self) -> tuple[int | tuple[int, int], int | None, list, list]:
+        size, max_size, mean, std = self.size_settings
+        if None in (size, mean, std):
+            if self.processor is None:
+                missing = [
+                    f"dataset.{k}"
+                    for k, v in (("image_size", size), ("image_mean", mean), ("image_std", std))
+                    if v is None
+                ]
+                raise UserError(
+                    f"{', '.join(missing)}: needed when the model is built from scratch "
+                    "(module.model.name_or_path=null leaves no image processor to read them from)"
+                )
+            proc = load_image_processor(self.processor)
+            if size is None:
+                given = dict(getattr(proc, "size", None) or {})
+                if "shortest_edge" in given:
+                    size = given["shortest_edge"]
+                    max_size = max_size if max_size is not None else given.get("longest_edge")
+                elif "height" in given:
+                    size = [given["height"], given["width"]]
+                else:
+                    raise UserError(
+                        f"dataset.image_size: cannot read an input size from {self.processor}'s "
+                        "image processor; set it"
+                    )
+            normalizes = getattr(proc, "do_normalize", True) and proc.image_mean is not None
+            if mean is None:
+                mean = list(proc.image_mean) if normalizes else [0.0, 0.0, 0.0]
+            if std is None:
+                std = list(proc.image_std) if normalizes else [1.0, 1.0, 1.0]
+        if isinstance(size, int) and max_size is not None and max_size <= size:
+            raise UserError(
+                f"dataset.max_size: {max_size} must exceed dataset.image_size={size} (or be null)"
+            )
+        return (size if isinstance(size, int) else tuple(size)), max_size, mean, std
+
+    def check(self, rows: Any, split: str) -> list[str]:
+        image_column, objects_column, bbox_key, category_key, _ = self.columns
+        problems = missing_columns(
+            rows, self.source, image_column=image_column, objects_column=objects_column
+        )
+        if problems:
+            return problems
+        keys = object_keys(rows.features[objects_column])
+        absent = [
+            (k, v)
+            for k, v in (("bbox_key", bbox_key), ("category_key", category_key))
+            if v not in keys
+        ]
+        if keys is not None and absent:
+            return [
+                f"dataset.{k}: the {objects_column!r} column of {self.source} has no {v!r} "
+                f"(it has: {', '.join(sorted(keys))})"
+                for k, v in absent
+            ]
+        names = self.label_names_override or category_names(rows.features[objects_column])
+        if self.label_names is None and names is not None:
+            self.label_names = list(names)
+        scan = BoxScan()
+        sizes = image_sizes(rows, image_column)
+        for index, (objects, size) in enumerate(zip(rows[objects_column], sizes)):
+            try:
+                boxes, categories = read_objects(objects, bbox_key, category_key)
+            except SampleError as e:
+                return [f"dataset.objects_column: {split} sample {index} of {self.source}: {e}"]
+            scan.add(index, boxes, categories, size, self.box_format, self.normalized)
+        self._max_category = max(self._max_category, scan.max_category)
+        where = f"{split} of {self.source}"
+        problems = scan.problems(where, self.box_format, self.normalized, names)
+        if not problems:
+            scan.warn(where)
+        return problems
+
+    # -- samples -----------------------------------------------------------------------------
+
+    def transform(self, split: str) -> v2.Compose:
+        """Box-aware transforms: called as `transform(image, {"boxes": ..., "labels": ...})`."""
+        if self.resolved is None:
+            raise UserError("datamodule used before setup()")
+        size, max_size, mean, std = self.resolved
+        if split == "train":
+            brightness, contrast, saturation, hue = self.color_jitter
+            if isinstance(size, int):
+                sizes = sorted({max(1, round(size * s)) for s in self.scales})
+                resize: v2.Transform = v2.RandomShortestSize(sizes, max_size=max_size)
+            else:
+                resize = v2.Resize(size)
+            steps = [
+                RandomBoxSafeCrop(self.crop_min_side, self.crop_prob),
+                resize,
+                v2.RandomHorizontalFlip(self.hflip),
+                v2.ColorJitter(brightness, contrast, saturation, hue),  # leaves boxes alone
+            ]
+        else:
+            steps = [v2.Resize(size, max_size=max_size if isinstance(size, int) else None)]
+        return v2.Compose(
+            [
+                v2.ClampBoundingBoxes(),  # boxes past the image edge: clipped (counted at setup)
+                *steps,
+                v2.ClampBoundingBoxes(),
+                v2.SanitizeBoundingBoxes(min_size=self.min_box_size),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(mean, std),
+            ]
+        )
+
+    def to_sample(self, split: str) -> Callable[..., dict]:
+        image_column, objects_column, bbox_key, category_key, id_column = self.columns
+        return partial(
+            detection_sample,
+            transform=self.transform(split),
+            image_column=image_column,
+            objects_column=objects_column,
+            bbox_key=bbox_key,
+            category_key=category_key,
+            box_format=self.box_format,
+            normalized=self.normalized,
+            id_column=id_column,
+            keep_image=split == "predict",
+        )
+
+    def collate_fn(self, split: str) -> Callable[[list], Any]:
+        return collate_detection
+
+    def dataset(self, role: str) -> IndexedRows:
+        if role == "predict" and self.predict_images is not None:
+            return IndexedRows(self.predict_images, self.to_sample("predict"), role)
+        rows = super().dataset("test" if role == "predict" else role)
+        return IndexedRows(rows.rows, self.to_sample(role), role)
+
+    def predict_dataloader(self) -> torch.utils.data.DataLoader:
+        dataset = self.dataset("predict")
+        return torch.utils.data.DataLoader(
+            dataset,
+            batch_size=self.eval_batch_size,
+            sampler=shard_sampler(dataset),
+            num_workers=self.num_workers,
+            collate_fn=collate_detection,
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Scanning a split
+
+
+def category_names(feature: Any) -> list[str] | None:
+    """Names of the ClassLabel inside an objects feature, if it has one."""
+    from datasets import ClassLabel
+
+    stack = [feature]
+    while stack:
+        f = stack.pop()
+        if isinstance(f, ClassLabel):
+            return list(f.names)
+        if isinstance(f, dict):
+            stack.extend(f.values())
+        elif hasattr(f, "feature"):  # List / Sequence
+            stack.append(f.feature)
+    return None
+
+
+def image_sizes(rows: Any, image_column: str) -> list[tuple[int, int]]:
+    """(height, width) of every image: from `width`/`height` columns, else from file headers."""
+    if {"width", "height"} <= set(rows.column_names):
+        return list(zip(rows["height"], rows["width"]))
+    import io
+
+    from datasets import Image as ImageFeature
+    from PIL import Image
+
+    sizes = []
+    for cell in rows.cast_column(image_column, ImageFeature(decode=False))[image_column]:
+        try:
+            source = io.BytesIO(cell["bytes"]) if cell.get("bytes") else cell["path"]
+            with Image.open(source) as image:  # reads the header only
+                sizes.append((image.height, image.width))
+        except (OSError, SyntaxError, TypeError):
+            sizes.append((0, 0))  # undecodable: skipped with a warning when it comes up
+    return sizes
+
+
+def object_keys(feature: Any) -> set[str] | None:
+    """Keys of an objects feature (a dict, or a list of dicts); None when it has none."""
+    while not isinstance(feature, dict) and hasattr(feature, "feature"):
+        feature = feature.feature
+    return set(feature) if isinstance(feature, dict) else None
+
+
+class BoxScan:
+    """Counts of a split's boxes that are clipped, dropped, or contradict the box format."""
+
+    def __init__(self) -> None:
+        self.boxes = self.clipped = self.dropped = self.outside = 0
+        self.first_clipped: str | None = None
+        self.first_outside: str | None = None
+        self.max_category = -1
+        self.bad_category: tuple[int, int] | None = None  # (sample, id)
+        self.largest_coordinate = 0.0
+        self.largest_side = 0
+
+    def add(
+        self,
+        index: int,
+        boxes: np.ndarray,
+        categories: np.ndarray,
+        size: tuple[int, int],
+        box_format: BoxFormat,
+        normalized: bool,
+    ) -> None:
+        if len(categories):
+            self.max_category = max(self.max_category, int(categories.max()))
+            if categories.min() < 0 and self.bad_category is None:
+                self.bad_category = (index, int(categories.min()))
+        h, w = size
+        if not len(boxes) or not h or not w:
+            return
+        self.boxes += len(boxes)
+        self.largest_coordinate = max(self.largest_coordinate, float(np.abs(boxes).max()))
+        self.largest_side = max(self.largest_side, h, w)
+        xyxy = to_xyxy(torch.from_numpy(boxes), box_format, normalized, size).numpy()
+        # Wrong-format tell-tales: a negative side, or a box far past an edge.
+        slack_x, slack_y = FAR_PAST_EDGE * w, FAR_PAST_EDGE * h
+        outside = (
+            (xyxy[:, 2] < xyxy[:, 0] - 1)
+            | (xyxy[:, 3] < xyxy[:, 1] - 1)
+            | (xyxy[:, 0] < -slack_x)
+            | (xyxy[:, 1] < -slack_y)
+            | (xyxy[:, 2] > w + slack_x)
+            | (xyxy[:, 3] > h + slack_y)
+        )
+        if outside.any() and self.first_outside is None:
+            box = [round(float(v), 1) for v in boxes[int(np.argmax(outside))]]
+            self.first_outside = f"sample {index}: {box} on a {w}x{h} image"
+        self.outside += int(outside.sum())
+        clipped = xyxy.copy()
+        clipped[:, 0::2] = clipped[:, 0::2].clip(0, w)
+        clipped[:, 1::2] = clipped[:, 1::2].clip(0, h)
+        empty = (clipped[:, 2] - clipped[:, 0] <= 0) | (clipped[:, 3] - clipped[:, 1] <= 0)
+        moved = (np.abs(clipped - xyxy).max(1) > 1e-3) & ~empty
+        self.dropped += int(empty.sum())
+        self.clipped += int(moved.sum())
+        if (moved.any() or empty.any()) and self.first_clipped is None:
+            self.first_clipped = f"sample {index}"
+
+    def problems(
+        self, where: str, box_format: BoxFormat, normalized: bool, names: list[str] | None
+    ) -> list[str]:
+        problems = []
+        read_as = f"{box_format} {'normalised' if normalized else 'pixels'}"
+        if self.outside and self.outside > WRONG_FORMAT_SHARE * self.boxes:
+            problems.append(
+                f"dataset.box_format: {self.outside} of {self.boxes} boxes in {where} fall off "
+                f"their image when read as {read_as} (e.g. {self.first_outside}); set "
+                "dataset.box_format (xywh | xyxy | cxcywh) and dataset.normalized to match "
+                "the data"
+            )
+        elif (
+            not normalized
+            and self.boxes >= 2
+            and self.largest_coordinate <= 1.0
+            and self.largest_side > 16
+        ):
+            problems.append(
+                f"dataset.normalized: every box coordinate in {where} is within [0, 1] on "
+                f"images up to {self.largest_side} px; the boxes look normalised: set "
+                "dataset.normalized=true"
+            )
+        if self.bad_category is not None:
+            index, category = self.bad_category
+            problems.append(
+                f"dataset.category_key: {where} sample {index} has category id {category}; ids "
+                "must be 0 or more"
+            )
+        if names is not None and self.max_category >= len(names):
+            problems.append(
+                f"dataset.label_names: {where} has category id {self.max_category}, outside the "
+                f"{len(names)} label names {names}; list every category in dataset.label_names"
+            )
+        return problems
+
+    def warn(self, where: str) -> None:
+        if self.clipped or self.dropped:
+            log.warning(
+                "%s: %d box(es) extend past their image and are clipped to it, %d of zero area "
+                "are dropped (first: %s)",
+                where,
+                self.clipped,
+                self.dropped,
+                self.first_clipped,
+            )
