@@ -14,3 +14,16 @@ class UserError(Exception):
 
 class NonFiniteLossError(UserError):
     """The training loss became NaN or infinite: stop, since every later step is wasted."""
+
+
+class BadSample(UserError):
+    """One bad sample, reported as one line even from a DataLoader worker.
+
+    PyTorch rebuilds a worker's exception in the main process as `type(e)(text)`, where the text
+    is "Caught ... Original Traceback ..."; the original message is the traceback's last line.
+    """
+
+    def __init__(self, problem: str):
+        if "Original Traceback" in problem:
+            problem = problem.rstrip().rsplit("\n", 1)[-1].split(": ", 1)[-1]
+        super().__init__(problem)

@@ -46,7 +46,9 @@ def make_plates(
     from sklearn.datasets import load_sample_images
 
     photos = [np.asarray(p) for p in load_sample_images().images]
-    features = plate_features()
+    from hotcv_train.datamodules.detection import detection_features
+
+    features = detection_features(LABEL_NAMES)
     rng = np.random.default_rng(seed)
     splits, next_id, next_box = {}, 0, 0
     for split, n in (("train", num_train), ("validation", num_validation), ("test", num_test)):
@@ -70,26 +72,6 @@ def make_plates(
             next_id, next_box = next_id + 1, next_box + len(boxes)
         splits[split] = datasets.Dataset.from_dict(rows, features=features)
     return datasets.DatasetDict(splits)
-
-
-def plate_features() -> Any:
-    """The hub licence-plate dataset's features (objects as a dict of per-box lists)."""
-    import datasets
-
-    return datasets.Features(
-        {
-            "image": datasets.Image(),
-            "image_id": datasets.Value("int64"),
-            "width": datasets.Value("int32"),
-            "height": datasets.Value("int32"),
-            "objects": {
-                "id": datasets.List(datasets.Value("int64")),
-                "area": datasets.List(datasets.Value("float32")),
-                "bbox": datasets.List(datasets.List(datasets.Value("float32"), length=4)),
-                "category": datasets.List(datasets.ClassLabel(names=LABEL_NAMES)),
-            },
-        }
-    )
 
 
 def render_image(

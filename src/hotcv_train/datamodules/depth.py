@@ -14,25 +14,12 @@ from torchvision.transforms import v2
 from hotcv_train.checks import Count, HubOrPath, Pixels, Positive, Probability
 from hotcv_train.datamodules.base import HFDataModule, RowDataset, missing_columns
 from hotcv_train.datamodules.preprocessing import Preprocessing, resolve_preprocessing, to_rgb
-from hotcv_train.errors import UserError
+from hotcv_train.errors import BadSample, UserError
 from hotcv_train.models import load_image_processor
 
 
 class SampleError(ValueError):
     """A row that cannot become a sample; `DepthRows` names the split and index."""
-
-
-class BadSample(UserError):
-    """One bad sample, reported as one line even from a DataLoader worker.
-
-    PyTorch rebuilds a worker's exception in the main process as `type(e)(text)`, where the text
-    is "Caught ... Original Traceback ..."; the original message is the traceback's last line.
-    """
-
-    def __init__(self, problem: str):
-        if "Original Traceback" in problem:
-            problem = problem.rstrip().rsplit("\n", 1)[-1].split(": ", 1)[-1]
-        super().__init__(problem)
 
 
 def read_depth(value: Any, scale: float) -> np.ndarray:

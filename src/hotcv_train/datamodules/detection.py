@@ -28,7 +28,7 @@ from torchvision.transforms.v2._utils import get_bounding_boxes, query_size
 
 from hotcv_train.checks import HubOrPath, looks_local
 from hotcv_train.datamodules.base import HFDataModule, missing_columns, shard_sampler
-from hotcv_train.errors import UserError
+from hotcv_train.errors import BadSample, UserError
 from hotcv_train.models import load_image_processor
 
 log = logging.getLogger(__name__)
@@ -44,19 +44,6 @@ FAR_PAST_EDGE = 0.1  # a box this far (fraction of the image side) past an edge 
 
 class SampleError(ValueError):
     """A row whose objects cannot be read (not boxes of 4 numbers, lists of unequal length)."""
-
-
-class BadSample(UserError):
-    """One bad sample, reported as one line even from a DataLoader worker.
-
-    PyTorch rebuilds a worker's exception in the main process as `type(e)(text)`, where the text
-    is "Caught ... Original Traceback ..."; the original message is the traceback's last line.
-    """
-
-    def __init__(self, problem: str):
-        if "Original Traceback" in problem:
-            problem = problem.rstrip().rsplit("\n", 1)[-1].split(": ", 1)[-1]
-        super().__init__(problem)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from torchvision.ops import box_convert
 from hotcv_train.errors import UserError
 from hotcv_train.models import ModelSpec, build_model
 from hotcv_train.modules.base import TaskModule
+from hotcv_train.modules.inference import merge_rank_predictions
 
 log = logging.getLogger(__name__)
 
@@ -253,17 +254,7 @@ class ObjectDetectionModule(TaskModule):
                 f.write(json.dumps(record, sort_keys=True) + "\n")
 
     def on_predict_epoch_end(self) -> None:
-        """Rank 0 merges every rank's lines into `predictions.jsonl`, sorted by id."""
-        self.trainer.strategy.barrier()
-        if self.trainer.is_global_zero:
-            records = []
-            for part in sorted(self.predictions_dir.glob("predictions.rank*.jsonl")):
-                records += [json.loads(line) for line in part.read_text().splitlines() if line]
-                part.unlink()
-            records.sort(key=lambda r: r["id"])
-            lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
-            (Path(self.trainer.default_root_dir) / "predictions.jsonl").write_text(lines)
-        self.trainer.strategy.barrier()
+        merge_rank_predictions(self.trainer, self.predictions_dir)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """A checkpoint with another number of classes cannot load: say which names it had."""

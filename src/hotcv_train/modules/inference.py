@@ -84,16 +84,7 @@ class InferenceModule(L.LightningModule):
                 f.write(json.dumps(record, sort_keys=True) + "\n")
 
     def _merge(self) -> None:
-        self.trainer.strategy.barrier()
-        if self.trainer.is_global_zero:
-            records = []
-            for part in sorted(self.output_dir.glob("predictions.rank*.jsonl")):
-                records += [json.loads(line) for line in part.read_text().splitlines() if line]
-                part.unlink()
-            records.sort(key=lambda r: r["id"])
-            lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
-            (Path(self.trainer.default_root_dir) / "predictions.jsonl").write_text(lines)
-        self.trainer.strategy.barrier()
+        merge_rank_predictions(self.trainer, self.output_dir)
 
     def on_test_epoch_start(self) -> None:
         self._start(scoring=True)
@@ -115,3 +106,18 @@ class InferenceModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         return None  # eval-only
+
+
+def merge_rank_predictions(trainer: L.Trainer, folder: Path) -> None:
+    """Rank 0 merges every rank's `folder/predictions.rank*.jsonl` into the run folder's
+    `predictions.jsonl`, sorted by id, once every rank is done writing."""
+    trainer.strategy.barrier()
+    if trainer.is_global_zero:
+        records = []
+        for part in sorted(folder.glob("predictions.rank*.jsonl")):
+            records += [json.loads(line) for line in part.read_text().splitlines() if line]
+            part.unlink()
+        records.sort(key=lambda r: r["id"])
+        lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+        (Path(trainer.default_root_dir) / "predictions.jsonl").write_text(lines)
+    trainer.strategy.barrier()
