@@ -117,7 +117,7 @@ def test_cli_prints_one_line_per_problem_and_exits_2(tmp_path: Path) -> None:
     assert errors == [
         "error: dataset.batch_size: expected int, got 'many'",
         "error: module.foo: unknown key for ClassificationModule; known keys: auto_class, "
-        "compile, label_names, label_smoothing, model, num_labels, num_sample_images, optimizer, "
+        "channels_last, compile, label_names, label_smoothing, model, num_labels, num_sample_images, optimizer, "
         "scheduler",
     ]
     assert "Traceback" not in result.stderr

@@ -40,7 +40,7 @@ class ClassificationModule(TaskModule):
         label_names: Class names (null: from the data, else the model's `id2label`).
         label_smoothing: Cross-entropy label smoothing.
         num_sample_images: Test inputs shown in `plots/test_samples.png` (frame strips for video).
-        **kwargs: `optimizer`, `scheduler` and `compile` of `TaskModule`.
+        **kwargs: `optimizer`, `scheduler`, `compile` and `channels_last` of `TaskModule`.
     """
 
     def __init__(

@@ -58,7 +58,7 @@ class DepthEstimationModule(TaskModule):
         flip_test: Validate and test on the mean of the predictions for the image and its mirror.
         num_plot_samples: Validation samples drawn each epoch (`plots/val_depth_epoch_NNN.png`)
             and test samples (`plots/test_depth.png`).
-        **kwargs: `optimizer`, `scheduler` and `compile` of `TaskModule`.
+        **kwargs: `optimizer`, `scheduler`, `compile` and `channels_last` of `TaskModule`.
     """
 
     def __init__(

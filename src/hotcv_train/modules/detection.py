@@ -46,7 +46,7 @@ class ObjectDetectionModule(TaskModule):
         threshold: Score above which a box is drawn and written by `stage=predict` (mAP uses all).
         num_plot_images: Validation images (the same each epoch) and test images drawn with
             their true (green) and predicted (red) boxes in `plots/`.
-        **kwargs: `optimizer` and `scheduler` of `TaskModule`.
+        **kwargs: `optimizer`, `scheduler`, `compile` and `channels_last` of `TaskModule`.
     """
 
     def __init__(

@@ -67,7 +67,7 @@ class MaskedVideoModule(TaskModule):
             (VideoMAEForPreTraining, with its decoder).
         mask_ratio: Share of each frame's patches hidden, as tubes through time (0.9 in VideoMAE).
         num_plot_clips: Validation clips drawn in `plots/masking.png` each epoch.
-        **kwargs: `optimizer`, `scheduler` and `compile` of `TaskModule`.
+        **kwargs: `optimizer`, `scheduler`, `compile` and `channels_last` of `TaskModule`.
     """
 
     def __init__(self, model: ModelSpec, mask_ratio: float, num_plot_clips: int, **kwargs: Any):
