@@ -324,12 +324,16 @@ def test_channels_last_puts_convolutions_and_images_in_that_layout(tiny_dir) -> 
     plain, fast = module(False), module(True)
     convs = [w for w in fast.parameters() if w.ndim == 4]
     assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
-    moved = fast.on_after_batch_transfer(dict(batch), 0)
-    assert moved["pixel_values"].is_contiguous(memory_format=torch.channels_last)
-    assert not batch["pixel_values"].is_contiguous(memory_format=torch.channels_last)
+    seen = []
+    fast.model.register_forward_pre_hook(
+        lambda m, args, kwargs: seen.extend([*args, *kwargs.values()]), with_kwargs=True
+    )
     with torch.no_grad():
-        expected = plain.step(plain.on_after_batch_transfer(dict(batch), 0), "val")
-        assert fast.step(moved, "val") == pytest.approx(float(expected), rel=1e-4)
+        expected = plain.step(dict(batch), "val")
+        assert fast.step(dict(batch), "val") == pytest.approx(float(expected), rel=1e-4)
+    images = [x for x in seen if isinstance(x, torch.Tensor) and x.ndim == 4]
+    assert images and all(x.is_contiguous(memory_format=torch.channels_last) for x in images)
+    assert not batch["pixel_values"].is_contiguous(memory_format=torch.channels_last)
 
 
 def test_labels_follow_the_model_output_resolution(tiny_dir) -> None:

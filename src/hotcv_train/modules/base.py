@@ -69,17 +69,13 @@ class TaskModule(L.LightningModule):
         return path
 
     def configure_model(self) -> None:
-        if self.channels_last:
+        if self.channels_last and not getattr(self, "_channels_last", False):
             self.model.to(memory_format=torch.channels_last)
+            self.model.register_forward_pre_hook(_images_channels_last, with_kwargs=True)
+            self._channels_last = True
         if self.compile_model and not getattr(self, "_compiled", False):
             self.model.compile()
             self._compiled = True
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        pixels = batch.get("pixel_values") if isinstance(batch, dict) else None
-        if self.channels_last and isinstance(pixels, torch.Tensor) and pixels.ndim == 4:
-            batch["pixel_values"] = pixels.contiguous(memory_format=torch.channels_last)
-        return batch
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.step(batch, "train")
@@ -142,6 +138,17 @@ class TaskModule(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+
+def _images_channels_last(module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Forward pre-hook: the model's (N, C, H, W) float inputs in the channels-last layout."""
+
+    def layout(x: Any) -> Any:
+        if isinstance(x, torch.Tensor) and x.ndim == 4 and x.is_floating_point():
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    return tuple(layout(a) for a in args), {k: layout(v) for k, v in kwargs.items()}
 
 
 def _batch_size(batch: dict) -> int:
