@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -11,7 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import pytest
+import torch
 
 from hotcv_train.errors import NonFiniteLossError
 from hotcv_train.run import run
@@ -257,3 +260,139 @@ def test_damaged_or_foreign_checkpoints_are_one_line_errors(
     # Weights of another shape: the same architecture, twice as wide.
     line = problem(*args, "stage=test", f"ckpt_path={last}", "+module.model.config.hidden_size=64")
     assert line.startswith(f"ckpt_path: {last} holds weights of another model (size mismatch")
+
+
+# --- resuming: the same samples, augmentations and dropout as a run never stopped --------------
+
+
+class Preempted(RuntimeError):
+    """What `TrainedBatches` raises to stop a fit mid-epoch, as a crash or preemption would."""
+
+
+class TrainedBatches(L.Callback):
+    """Test callback: appends `[epoch, batch_idx, [sample fingerprint, ...]]` to `file` for each
+    batch trained (its optimizer step done); raises `Preempted` before batch `crash_at`
+    ([epoch, batch_idx]). A fingerprint hashes the augmented pixels the model was given."""
+
+    def __init__(self, file: str, crash_at: list[int] | None = None):
+        self.file, self.crash_at = file, crash_at
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.crash_at == [trainer.current_epoch, batch_idx]:
+            raise Preempted(f"stopped before batch {batch_idx} of epoch {trainer.current_epoch}")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        prints = [hashlib.sha1(x.numpy().tobytes()).hexdigest()[:16] for x in batch["pixel_values"]]
+        with open(self.file, "a") as f:
+            f.write(json.dumps([trainer.current_epoch, batch_idx, prints]) + "\n")
+
+
+def trained(file: Path) -> list[list]:
+    return [json.loads(line) for line in file.read_text().splitlines()] if file.exists() else []
+
+
+@pytest.mark.parametrize(
+    "checkpoint",
+    ["interrupted", "step0008", "step0012"],
+    ids=["crash-mid-epoch", "every-n-steps-mid-epoch", "every-n-steps-last-batch"],
+)
+def test_a_run_resumed_mid_epoch_trains_each_remaining_sample_once(
+    checkpoint: str, tiny_dir: Path, tmp_path: Path
+) -> None:
+    """43 train samples, batches of 8: 6 steps an epoch. Step 8 is 2 batches into epoch 1; step
+    12 is epoch 1's last batch; the crash comes before batch 2 of epoch 1."""
+    args = [
+        "task=vit_cifar10",
+        *classification_overrides(tiny_dir),
+        "trainer.max_epochs=3",
+        "test_after_fit=false",
+        "+callbacks.record._target_=tests.test_robustness.TrainedBatches",
+    ]
+    steps = [
+        "+callbacks.steps._target_=lightning.pytorch.callbacks.ModelCheckpoint",
+        f"+callbacks.steps.dirpath={tmp_path / 'steps'}",
+        "+callbacks.steps.every_n_train_steps=4",
+        "+callbacks.steps.save_top_k=-1",
+        "+callbacks.steps.filename='step{step:04d}'",
+        "+callbacks.steps.auto_insert_metric_name=false",
+    ]
+    straight = tmp_path / "straight.jsonl"
+    run(compose_config(tmp_path / "straight", *args, *steps, f"+callbacks.record.file={straight}"))
+    if checkpoint == "interrupted":
+        before = tmp_path / "crashed.jsonl"
+        cfg = compose_config(
+            tmp_path / "crashed",
+            *args,
+            f"+callbacks.record.file={before}",
+            "+callbacks.record.crash_at=[1,2]",
+        )
+        with pytest.raises(Preempted):
+            run(cfg)
+        ckpt = tmp_path / "crashed" / "checkpoints" / "interrupted.ckpt"
+        done = trained(before)
+        assert done == trained(straight)[: len(done)]  # the same run up to the crash
+    else:
+        ckpt = tmp_path / "steps" / f"{checkpoint}.ckpt"
+        done = trained(straight)[: int(checkpoint.removeprefix("step"))]
+    resumed = tmp_path / "resumed.jsonl"
+    cfg = compose_config(
+        tmp_path / "resumed",
+        *args,
+        f"+callbacks.record.file={resumed}",
+        f"ckpt_path={ckpt}",
+        "dataset.num_workers=2",  # augmentations don't depend on which process makes a sample
+    )
+    run(cfg)
+
+    assert done + trained(resumed) == trained(straight)
+    epoch = trained(resumed)[0][0]
+    samples = [x for e, _, prints in done + trained(resumed) if e == epoch for x in prints]
+    assert len(samples) == len(set(samples)) == 43  # that epoch: every sample, once
+
+
+def test_a_run_killed_at_an_epoch_boundary_resumes_to_the_same_weights_and_metrics(
+    tiny_dir: Path, tmp_path: Path
+) -> None:
+    """kill -9 once an epoch's last.ckpt is written, resume from it: the same final weights and
+    metrics as the run never stopped (shuffle, augmentations and dropout all repeat)."""
+    args = [
+        "task=vit_cifar10",
+        *classification_overrides(tiny_dir),
+        "trainer.max_epochs=4",
+        "trainer.deterministic=true",
+        "+module.model.config.hidden_dropout_prob=0.1",
+        "callbacks.model_checkpoint.monitor=null",  # "best" is the last epoch: test final weights
+    ]
+    straight = run(compose_config(tmp_path / "straight", *args))
+
+    run_dir = tmp_path / "killed"
+    command = [
+        sys.executable, str(ROOT / "train.py"), *TEST_OVERRIDES, *args,
+        f"hydra.run.dir={run_dir}", f"paths.log_dir={tmp_path}",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    last = run_dir / "checkpoints" / "last.ckpt"
+    try:
+        deadline = time.time() + 300
+        while not last.exists():  # an epoch has ended (the file is renamed into place whole)
+            assert process.poll() is None and time.time() < deadline, process.stdout.read()
+            time.sleep(0.02)
+        process.kill()
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    assert state["epoch"] < 3  # killed with epochs left to train
+
+    resumed = run(compose_config(tmp_path / "resumed", *args, f"ckpt_path={last}"))
+    assert resumed.keys() == straight.keys()
+    for key, value in straight.items():
+        assert resumed[key] == pytest.approx(value, abs=1e-6), key
+    weights = [
+        torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+        for name in ("straight", "resumed")
+    ]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
