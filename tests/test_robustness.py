@@ -87,6 +87,7 @@ def test_bad_files_are_skipped_by_name_and_odd_images_just_work(
         metrics = run(cfg)
     # 8 good + 6 odd test images; the truncated and the empty file are skipped, by name.
     assert metrics["test/samples"] == 8 - 1 + len(odd)
+    assert metrics["test/skipped"] == 2
     warnings = [r.getMessage() for r in caplog.records if "skipping" in r.getMessage()]
     assert any(str(folder / "test" / "red" / "0.png") in w for w in warnings), warnings
     assert any(str(folder / "test" / "red" / "empty.png") in w for w in warnings), warnings

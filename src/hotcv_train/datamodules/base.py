@@ -102,6 +102,19 @@ def collate(samples: list[dict | None]) -> dict | None:
     return torch.utils.data.default_collate(samples) if samples else None
 
 
+def collate_counting(samples: list[dict | None]) -> dict:
+    """Default collation of the samples that decoded, plus `skipped`: how many did not (None).
+
+    The module adds `skipped` to `<stage>/skipped`; a batch of only undecodable samples is
+    `{"skipped": n}`, which it counts and otherwise passes over.
+    """
+    good = [s for s in samples if s is not None]
+    skipped = torch.tensor(len(samples) - len(good))
+    if not good:
+        return {"skipped": skipped}
+    return {**torch.utils.data.default_collate(good), "skipped": skipped}
+
+
 def missing_columns(rows: Any, source: str, **columns: str | None) -> list[str]:
     """One problem line per configured column (keyword = its `dataset.` key) that `rows` lacks."""
     have = ", ".join(rows.column_names)
