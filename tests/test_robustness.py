@@ -397,3 +397,60 @@ def test_a_run_killed_at_an_epoch_boundary_resumes_to_the_same_weights_and_metri
     ]
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+# A child process saves a big checkpoint over a small last.ckpt and SIGKILLs itself the instant
+# `when` holds: its temporary file is half-written, or last.ckpt changed on disk.
+SAVE_AND_DIE = """
+import os, signal, sys, threading, torch
+from pathlib import Path
+from hotcv_train.checkpoints import SafeCheckpointIO
+
+last, when = Path(sys.argv[1]), sys.argv[2]
+before = last.stat()
+
+def dying_moment():
+    if when == "mid-write":
+        return any(p.stat().st_size > 0 for p in last.parent.glob(".*.tmp"))
+    now = last.stat()
+    return (now.st_ino, now.st_size) != (before.st_ino, before.st_size)
+
+def watch():
+    while not dying_moment():
+        pass
+    os.kill(os.getpid(), signal.SIGKILL)
+
+sys.setswitchinterval(1e-6)
+threading.Thread(target=watch, daemon=True).start()
+SafeCheckpointIO().save_checkpoint({"state_dict": {"w": torch.randn(20_000_000)}}, last)
+"""
+
+
+@pytest.mark.parametrize("when", ["mid-write", "on-change"])
+def test_a_kill_during_a_checkpoint_save_leaves_a_whole_checkpoint(
+    when: str, tmp_path: Path
+) -> None:
+    """Killed while writing, last.ckpt is the previous checkpoint; killed the instant last.ckpt
+    changes, it is the new one, whole. The temporary file's folder is the checkpoint's own: where
+    the system temp folder is another filesystem (so here), Lightning's save copies into place
+    and a kill leaves last.ckpt cut short."""
+    from hotcv_train.checkpoints import SafeCheckpointIO, check_checkpoint
+
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    SafeCheckpointIO().save_checkpoint({"state_dict": {"w": torch.ones(3)}}, last)
+    env = dict(os.environ)
+    if Path("/dev/shm").is_dir() and os.stat("/dev/shm").st_dev != os.stat(tmp_path).st_dev:
+        env["TMPDIR"] = "/dev/shm"
+    child = subprocess.run(
+        [sys.executable, "-c", SAVE_AND_DIE, str(last), when], env=env, timeout=300
+    )
+    assert child.returncode == -signal.SIGKILL
+
+    check_checkpoint(str(last))  # loads
+    size = torch.load(last, weights_only=True)["state_dict"]["w"].numel()
+    assert size == (3 if when == "mid-write" else 20_000_000)
+    leftovers = list(last.parent.glob(".*.tmp"))
+    assert bool(leftovers) == (when == "mid-write")  # half a checkpoint, never named *.ckpt
+    SafeCheckpointIO().save_checkpoint({"state_dict": {"w": torch.ones(3)}}, last)
+    left = sorted(p.name for p in last.parent.iterdir())
+    assert left == ["last.ckpt"]  # the next save clears what a killed one left

@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from hotcv_train.checkpoints import check_checkpoint, restore_errors
+from hotcv_train.checkpoints import SafeCheckpointIO, check_checkpoint, restore_errors
 from hotcv_train.checks import check_config
 from hotcv_train.errors import UserError
 from hotcv_train.launch import job_environment
@@ -51,6 +51,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         callbacks=callbacks,
         logger=loggers or False,
         default_root_dir=str(output_dir),
+        plugins=[SafeCheckpointIO()],
     )
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
