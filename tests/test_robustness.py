@@ -454,3 +454,40 @@ def test_a_kill_during_a_checkpoint_save_leaves_a_whole_checkpoint(
     SafeCheckpointIO().save_checkpoint({"state_dict": {"w": torch.ones(3)}}, last)
     left = sorted(p.name for p in last.parent.iterdir())
     assert left == ["last.ckpt"]  # the next save clears what a killed one left
+
+
+def test_no_secret_reaches_a_file_of_the_run_folder(
+    tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hub token in the config, W&B and HF keys in the environment: no file of the run folder
+    holds one (saved configs, overrides, logs, hparams, W&B's offline run, checkpoints)."""
+    from omegaconf import OmegaConf
+
+    from tests.conftest import train_py
+
+    token, wandb_key, hf_token = "hf_SECRET123", "wandbSECRET" + "4" * 29, "hf_ENVSECRET789"
+    monkeypatch.setenv("WANDB_API_KEY", wandb_key)
+    monkeypatch.setenv("HF_TOKEN", hf_token)
+    run_dir = tmp_path / "run"
+    result = train_py(
+        "task=vit_cifar10",
+        *classification_overrides(tiny_dir),
+        "logger=[csv,tensorboard,wandb]",
+        f"+module.model.config.token={token}",  # from_pretrained's hub token
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert {".ckpt", ".yaml", ".csv", ".log", ".wandb"} <= {p.suffix for p in files}
+    for secret in (token, wandb_key, hf_token):
+        leaks = [str(p.relative_to(run_dir)) for p in files if secret.encode() in p.read_bytes()]
+        assert not leaks, f"{secret} in {leaks}"
+    for saved in ("config.yaml", "resolved.yaml"):
+        config = OmegaConf.load(run_dir / ".hydra" / saved)
+        assert config.module.model.config.token == "<redacted>"
+    assert (
+        "+module.model.config.token=<redacted>"
+        in (run_dir / ".hydra" / "overrides.yaml").read_text()
+    )

@@ -15,6 +15,7 @@ from typing import Any
 from lightning.fabric.plugins import TorchCheckpointIO
 
 from hotcv_train.errors import UserError
+from hotcv_train.redaction import redact
 
 
 class SafeCheckpointIO(TorchCheckpointIO):
@@ -23,7 +24,8 @@ class SafeCheckpointIO(TorchCheckpointIO):
     Lightning's own save writes the temporary file in the system temp folder and moves it into
     place: where that folder is another filesystem (a local /tmp, a tmpfs, beside network
     storage) the move is a copy into the checkpoint's name, which a kill cuts short, and a kill
-    leaves whole checkpoints behind in /tmp. A rename within one folder is atomic.
+    leaves whole checkpoints behind in /tmp. A rename within one folder is atomic. Secrets in
+    the hyperparameters (a hub token in `module.model.config`) are redacted.
     """
 
     def save_checkpoint(
@@ -31,6 +33,9 @@ class SafeCheckpointIO(TorchCheckpointIO):
     ) -> None:
         import torch
 
+        for key in ("hyper_parameters", "datamodule_hyper_parameters"):
+            if key in checkpoint:
+                checkpoint = {**checkpoint, key: redact(checkpoint[key])}
         if "://" in str(path):  # remote storage: fsspec's own transaction
             super().save_checkpoint(checkpoint, path, storage_options)
             return
