@@ -155,6 +155,7 @@ def make_datamodule(generator, **settings) -> DepthEstimationDataModule:
         "val_fraction": 0.1,
         "test_fraction": 0.1,
         "split_seed": 0,
+        "seed": 0,
         "batch_size": 2,
         "eval_batch_size": 2,
         "num_workers": 0,

@@ -45,6 +45,7 @@ def datamodule(generator: Any = None, path: str | None = None, **settings: Any):
         "val_fraction": 0.1,
         "test_fraction": 0.1,
         "split_seed": 0,
+        "seed": 0,
         "batch_size": 4,
         "eval_batch_size": 4,
         "num_workers": 0,

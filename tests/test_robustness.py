@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -11,7 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import pytest
+import torch
 
 from hotcv_train.errors import NonFiniteLossError
 from hotcv_train.run import run
@@ -84,6 +87,7 @@ def test_bad_files_are_skipped_by_name_and_odd_images_just_work(
         metrics = run(cfg)
     # 8 good + 6 odd test images; the truncated and the empty file are skipped, by name.
     assert metrics["test/samples"] == 8 - 1 + len(odd)
+    assert metrics["test/skipped"] == 2
     warnings = [r.getMessage() for r in caplog.records if "skipping" in r.getMessage()]
     assert any(str(folder / "test" / "red" / "0.png") in w for w in warnings), warnings
     assert any(str(folder / "test" / "red" / "empty.png") in w for w in warnings), warnings
@@ -257,3 +261,233 @@ def test_damaged_or_foreign_checkpoints_are_one_line_errors(
     # Weights of another shape: the same architecture, twice as wide.
     line = problem(*args, "stage=test", f"ckpt_path={last}", "+module.model.config.hidden_size=64")
     assert line.startswith(f"ckpt_path: {last} holds weights of another model (size mismatch")
+
+
+# --- resuming: the same samples, augmentations and dropout as a run never stopped --------------
+
+
+class Preempted(RuntimeError):
+    """What `TrainedBatches` raises to stop a fit mid-epoch, as a crash or preemption would."""
+
+
+class TrainedBatches(L.Callback):
+    """Test callback: appends `[epoch, batch_idx, [sample fingerprint, ...]]` to `file` for each
+    batch trained (its optimizer step done); raises `Preempted` before batch `crash_at`
+    ([epoch, batch_idx]). A fingerprint hashes the augmented pixels the model was given."""
+
+    def __init__(self, file: str, crash_at: list[int] | None = None):
+        self.file, self.crash_at = file, crash_at
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.crash_at == [trainer.current_epoch, batch_idx]:
+            raise Preempted(f"stopped before batch {batch_idx} of epoch {trainer.current_epoch}")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        prints = [hashlib.sha1(x.numpy().tobytes()).hexdigest()[:16] for x in batch["pixel_values"]]
+        with open(self.file, "a") as f:
+            f.write(json.dumps([trainer.current_epoch, batch_idx, prints]) + "\n")
+
+
+def trained(file: Path) -> list[list]:
+    return [json.loads(line) for line in file.read_text().splitlines()] if file.exists() else []
+
+
+@pytest.mark.parametrize(
+    "checkpoint",
+    ["interrupted", "step0008", "step0012"],
+    ids=["crash-mid-epoch", "every-n-steps-mid-epoch", "every-n-steps-last-batch"],
+)
+def test_a_run_resumed_mid_epoch_trains_each_remaining_sample_once(
+    checkpoint: str, tiny_dir: Path, tmp_path: Path
+) -> None:
+    """43 train samples, batches of 8: 6 steps an epoch. Step 8 is 2 batches into epoch 1; step
+    12 is epoch 1's last batch; the crash comes before batch 2 of epoch 1."""
+    args = [
+        "task=vit_cifar10",
+        *classification_overrides(tiny_dir),
+        "trainer.max_epochs=3",
+        "test_after_fit=false",
+        "+callbacks.record._target_=tests.test_robustness.TrainedBatches",
+    ]
+    steps = [
+        "+callbacks.steps._target_=lightning.pytorch.callbacks.ModelCheckpoint",
+        f"+callbacks.steps.dirpath={tmp_path / 'steps'}",
+        "+callbacks.steps.every_n_train_steps=4",
+        "+callbacks.steps.save_top_k=-1",
+        "+callbacks.steps.filename='step{step:04d}'",
+        "+callbacks.steps.auto_insert_metric_name=false",
+    ]
+    straight = tmp_path / "straight.jsonl"
+    run(compose_config(tmp_path / "straight", *args, *steps, f"+callbacks.record.file={straight}"))
+    if checkpoint == "interrupted":
+        before = tmp_path / "crashed.jsonl"
+        cfg = compose_config(
+            tmp_path / "crashed",
+            *args,
+            f"+callbacks.record.file={before}",
+            "+callbacks.record.crash_at=[1,2]",
+        )
+        with pytest.raises(Preempted):
+            run(cfg)
+        ckpt = tmp_path / "crashed" / "checkpoints" / "interrupted.ckpt"
+        done = trained(before)
+        assert done == trained(straight)[: len(done)]  # the same run up to the crash
+    else:
+        ckpt = tmp_path / "steps" / f"{checkpoint}.ckpt"
+        done = trained(straight)[: int(checkpoint.removeprefix("step"))]
+    resumed = tmp_path / "resumed.jsonl"
+    cfg = compose_config(
+        tmp_path / "resumed",
+        *args,
+        f"+callbacks.record.file={resumed}",
+        f"ckpt_path={ckpt}",
+        "dataset.num_workers=2",  # augmentations don't depend on which process makes a sample
+    )
+    run(cfg)
+
+    assert done + trained(resumed) == trained(straight)
+    epoch = trained(resumed)[0][0]
+    samples = [x for e, _, prints in done + trained(resumed) if e == epoch for x in prints]
+    assert len(samples) == len(set(samples)) == 43  # that epoch: every sample, once
+
+
+def test_a_run_killed_at_an_epoch_boundary_resumes_to_the_same_weights_and_metrics(
+    tiny_dir: Path, tmp_path: Path
+) -> None:
+    """kill -9 once an epoch's last.ckpt is written, resume from it: the same final weights and
+    metrics as the run never stopped (shuffle, augmentations and dropout all repeat)."""
+    args = [
+        "task=vit_cifar10",
+        *classification_overrides(tiny_dir),
+        "trainer.max_epochs=4",
+        "trainer.deterministic=true",
+        "+module.model.config.hidden_dropout_prob=0.1",
+        "callbacks.model_checkpoint.monitor=null",  # "best" is the last epoch: test final weights
+    ]
+    straight = run(compose_config(tmp_path / "straight", *args))
+
+    run_dir = tmp_path / "killed"
+    command = [
+        sys.executable, str(ROOT / "train.py"), *TEST_OVERRIDES, *args,
+        f"hydra.run.dir={run_dir}", f"paths.log_dir={tmp_path}",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    last = run_dir / "checkpoints" / "last.ckpt"
+    try:
+        deadline = time.time() + 300
+        while not last.exists():  # an epoch has ended (the file is renamed into place whole)
+            assert process.poll() is None and time.time() < deadline, process.stdout.read()
+            time.sleep(0.02)
+        process.kill()
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    assert state["epoch"] < 3  # killed with epochs left to train
+
+    resumed = run(compose_config(tmp_path / "resumed", *args, f"ckpt_path={last}"))
+    assert resumed.keys() == straight.keys()
+    for key, value in straight.items():
+        assert resumed[key] == pytest.approx(value, abs=1e-6), key
+    weights = [
+        torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+        for name in ("straight", "resumed")
+    ]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+# A child process saves a big checkpoint over a small last.ckpt and SIGKILLs itself the instant
+# `when` holds: its temporary file is half-written, or last.ckpt changed on disk.
+SAVE_AND_DIE = """
+import os, signal, sys, threading, torch
+from pathlib import Path
+from hotcv_train.checkpoints import SafeCheckpointIO
+
+last, when = Path(sys.argv[1]), sys.argv[2]
+before = last.stat()
+
+def dying_moment():
+    if when == "mid-write":
+        return any(p.stat().st_size > 0 for p in last.parent.glob(".*.tmp"))
+    now = last.stat()
+    return (now.st_ino, now.st_size) != (before.st_ino, before.st_size)
+
+def watch():
+    while not dying_moment():
+        pass
+    os.kill(os.getpid(), signal.SIGKILL)
+
+sys.setswitchinterval(1e-6)
+threading.Thread(target=watch, daemon=True).start()
+SafeCheckpointIO().save_checkpoint({"state_dict": {"w": torch.randn(20_000_000)}}, last)
+"""
+
+
+@pytest.mark.parametrize("when", ["mid-write", "on-change"])
+def test_a_kill_during_a_checkpoint_save_leaves_a_whole_checkpoint(
+    when: str, tmp_path: Path
+) -> None:
+    """Killed while writing, last.ckpt is the previous checkpoint; killed the instant last.ckpt
+    changes, it is the new one, whole. The temporary file's folder is the checkpoint's own: where
+    the system temp folder is another filesystem (so here), Lightning's save copies into place
+    and a kill leaves last.ckpt cut short."""
+    from hotcv_train.checkpoints import SafeCheckpointIO, check_checkpoint
+
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    SafeCheckpointIO().save_checkpoint({"state_dict": {"w": torch.ones(3)}}, last)
+    env = dict(os.environ)
+    if Path("/dev/shm").is_dir() and os.stat("/dev/shm").st_dev != os.stat(tmp_path).st_dev:
+        env["TMPDIR"] = "/dev/shm"
+    child = subprocess.run(
+        [sys.executable, "-c", SAVE_AND_DIE, str(last), when], env=env, timeout=300
+    )
+    assert child.returncode == -signal.SIGKILL
+
+    check_checkpoint(str(last))  # loads
+    size = torch.load(last, weights_only=True)["state_dict"]["w"].numel()
+    assert size == (3 if when == "mid-write" else 20_000_000)
+    leftovers = list(last.parent.glob(".*.tmp"))
+    assert bool(leftovers) == (when == "mid-write")  # half a checkpoint, never named *.ckpt
+    SafeCheckpointIO().save_checkpoint({"state_dict": {"w": torch.ones(3)}}, last)
+    left = sorted(p.name for p in last.parent.iterdir())
+    assert left == ["last.ckpt"]  # the next save clears what a killed one left
+
+
+def test_no_secret_reaches_a_file_of_the_run_folder(
+    tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hub token in the config, W&B and HF keys in the environment: no file of the run folder
+    holds one (saved configs, overrides, logs, hparams, W&B's offline run, checkpoints)."""
+    from omegaconf import OmegaConf
+
+    from tests.conftest import train_py
+
+    token, wandb_key, hf_token = "hf_SECRET123", "wandbSECRET" + "4" * 29, "hf_ENVSECRET789"
+    monkeypatch.setenv("WANDB_API_KEY", wandb_key)
+    monkeypatch.setenv("HF_TOKEN", hf_token)
+    run_dir = tmp_path / "run"
+    result = train_py(
+        "task=vit_cifar10",
+        *classification_overrides(tiny_dir),
+        "logger=[csv,tensorboard,wandb]",
+        f"+module.model.config.token={token}",  # from_pretrained's hub token
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert {".ckpt", ".yaml", ".csv", ".log", ".wandb"} <= {p.suffix for p in files}
+    for secret in (token, wandb_key, hf_token):
+        leaks = [str(p.relative_to(run_dir)) for p in files if secret.encode() in p.read_bytes()]
+        assert not leaks, f"{secret} in {leaks}"
+    for saved in ("config.yaml", "resolved.yaml"):
+        config = OmegaConf.load(run_dir / ".hydra" / saved)
+        assert config.module.model.config.token == "<redacted>"
+    assert (
+        "+module.model.config.token=<redacted>"
+        in (run_dir / ".hydra" / "overrides.yaml").read_text()
+    )

@@ -1,17 +1,57 @@
-"""Checkpoints a run is asked to resume or evaluate: checked before any work, errors in one line.
+"""Checkpoints: written so a kill never leaves half of one; checked before a run resumes one.
 
-Lightning saves through an fsspec transaction (a temporary file moved into place), so a kill
-during a save leaves the previous file whole; what can still reach a run is a file damaged
-elsewhere (a copy cut short, a full disk) or one saved from another model.
+What can still reach a run is a file damaged elsewhere (a copy cut short) or one saved from
+another model: each is a one-line error that names the fix.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from lightning.fabric.plugins import TorchCheckpointIO
 
 from hotcv_train.errors import UserError
+from hotcv_train.redaction import redact
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file beside it, synced, then renamed over it.
+
+    Lightning's own save writes the temporary file in the system temp folder and moves it into
+    place: where that folder is another filesystem (a local /tmp, a tmpfs, beside network
+    storage) the move is a copy into the checkpoint's name, which a kill cuts short, and a kill
+    leaves whole checkpoints behind in /tmp. A rename within one folder is atomic. Secrets in
+    the hyperparameters (a hub token in `module.model.config`) are redacted.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
+    ) -> None:
+        import torch
+
+        for key in ("hyper_parameters", "datamodule_hyper_parameters"):
+            if key in checkpoint:
+                checkpoint = {**checkpoint, key: redact(checkpoint[key])}
+        if "://" in str(path):  # remote storage: fsspec's own transaction
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a save that was killed
+            stale.unlink(missing_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # not *.ckpt: never taken for one
+        try:
+            with tmp.open("wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def readable(path: Path) -> bool:

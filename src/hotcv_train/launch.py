@@ -2,10 +2,10 @@
 
 Lightning's DDP launcher starts each extra rank by re-running `sys.argv`. Under Hydra that would
 compose again (a new `${now:}`, a second run folder) and, under `-m`, re-run the whole sweep into
-a second multirun folder. Instead the parent writes its resolved config into the run folder and
-names it in an environment variable; a launched rank (LOCAL_RANK set) loads that file and calls
-`run()` directly. The parent restores its environment after each job, so the next job of a
-multirun launches its own ranks instead of believing it is one.
+a second multirun folder. Instead the parent puts its resolved config in an environment variable
+(secrets included, so never in a file: the run folder's copy has them redacted); a launched rank
+(LOCAL_RANK set) reads it and calls `run()` directly. The parent restores its environment after
+each job, so the next job of a multirun launches its own ranks instead of believing it is one.
 """
 
 from __future__ import annotations
@@ -23,17 +23,17 @@ CONFIG_ENV = "HOTCV_TRAIN_RESOLVED_CONFIG"
 
 def launched_rank_config() -> DictConfig | None:
     """The parent's resolved config when this process is a rank Lightning launched, else None."""
-    path = os.environ.get(CONFIG_ENV)
-    if path and "LOCAL_RANK" in os.environ:
-        return OmegaConf.load(path)
+    text = os.environ.get(CONFIG_ENV)
+    if text and "LOCAL_RANK" in os.environ:
+        return OmegaConf.create(text)
     return None
 
 
 @contextlib.contextmanager
-def job_environment(resolved_config: Path) -> Iterator[None]:
-    """Hand `resolved_config` to launched ranks; afterwards leave no DDP state for the next job."""
+def job_environment(cfg: DictConfig) -> Iterator[None]:
+    """Hand `cfg` to launched ranks; afterwards leave no DDP state for the next job."""
     saved = dict(os.environ)
-    os.environ[CONFIG_ENV] = str(resolved_config)
+    os.environ[CONFIG_ENV] = OmegaConf.to_yaml(cfg, resolve=True)
     try:
         yield
     finally:

@@ -75,7 +75,9 @@ def sweep_job_name(override_dirname: str) -> str | None:
 
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
-    return override_dirname or None
+    from hotcv_train.redaction import redact
+
+    return redact(override_dirname) or None
 
 
 def cwd() -> str:

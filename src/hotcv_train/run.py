@@ -9,10 +9,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from hotcv_train.checkpoints import check_checkpoint, restore_errors
+from hotcv_train.checkpoints import SafeCheckpointIO, check_checkpoint, restore_errors
 from hotcv_train.checks import check_config
 from hotcv_train.errors import UserError
 from hotcv_train.launch import job_environment
+from hotcv_train.redaction import redact
 
 log = logging.getLogger("hotcv_train")
 
@@ -29,10 +30,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     output_dir = Path(cfg.paths.output_dir)
-    resolved = output_dir / ".hydra" / "resolved.yaml"
+    hparams = redact(OmegaConf.to_container(cfg, resolve=True))  # what files and loggers get
     if rank_zero_only.rank == 0:
+        resolved = output_dir / ".hydra" / "resolved.yaml"
         resolved.parent.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(cfg, resolved, resolve=True)
+        OmegaConf.save(OmegaConf.create(hparams), resolved)
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
@@ -51,13 +53,14 @@ def run(cfg: DictConfig) -> dict[str, float]:
         callbacks=callbacks,
         logger=loggers or False,
         default_root_dir=str(output_dir),
+        plugins=[SafeCheckpointIO()],
     )
     for logger in trainer.loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        logger.log_hyperparams(hparams)
 
     metrics: dict[str, float] = {}
     try:
-        with job_environment(resolved), restore_errors(cfg.ckpt_path):
+        with job_environment(cfg), restore_errors(cfg.ckpt_path):
             if cfg.stage == "fit":
                 trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
                 metrics.update(scalars(trainer.callback_metrics))

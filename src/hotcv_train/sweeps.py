@@ -43,6 +43,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from hotcv_train.errors import UserError
+from hotcv_train.redaction import redact
 
 log = logging.getLogger("hotcv_train.sweeps")
 
@@ -147,7 +148,7 @@ def run_job(cfg: DictConfig, run: Callable[[DictConfig], dict[str, float]]) -> A
     hydra_cfg = HydraConfig.get()
     job_dir = Path(hydra_cfg.runtime.output_dir)
     sweep_dir = Path(hydra_cfg.sweep.dir)
-    overrides = list(hydra_cfg.overrides.task)
+    overrides = redact(list(hydra_cfg.overrides.task))  # job.json and summary.csv keep no secret
     job = job_dir.name
 
     prior = read_record(job_dir)

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from hotcv_train.checks import Count, Fraction, HubOrPath, NonNegative, Workers, looks_local
 from hotcv_train.errors import UserError
@@ -101,6 +102,19 @@ def collate(samples: list[dict | None]) -> dict | None:
     return torch.utils.data.default_collate(samples) if samples else None
 
 
+def collate_counting(samples: list[dict | None]) -> dict:
+    """Default collation of the samples that decoded, plus `skipped`: how many did not (None).
+
+    The module adds `skipped` to `<stage>/skipped`; a batch of only undecodable samples is
+    `{"skipped": n}`, which it counts and otherwise passes over.
+    """
+    good = [s for s in samples if s is not None]
+    skipped = torch.tensor(len(samples) - len(good))
+    if not good:
+        return {"skipped": skipped}
+    return {**torch.utils.data.default_collate(good), "skipped": skipped}
+
+
 def missing_columns(rows: Any, source: str, **columns: str | None) -> list[str]:
     """One problem line per configured column (keyword = its `dataset.` key) that `rows` lacks."""
     have = ", ".join(rows.column_names)
@@ -141,8 +155,93 @@ def shard_sampler(dataset: Dataset) -> Any:
     return UnrepeatedDistributedSampler(dataset, shuffle=False)
 
 
+def training_position(trainer: Any) -> tuple[int, int]:
+    """Where the fit loop goes on from: the epoch, and how many of its batches are trained.
+
+    Read live as each epoch's batches start, and saved with each checkpoint for the resumed run
+    (`HFDataModule.state_dict`). Mid-epoch, a batch counts once `processed` (its optimizer step
+    done): a restored loop goes on after those batches, and so must the data. Once an epoch's
+    last batch is trained, the loop moves on to the next epoch.
+    """
+    loop = trainer.fit_loop
+    epochs, batches = loop.epoch_progress.current, loop.epoch_loop.batch_progress
+    if epochs.started == epochs.processed:  # between epochs
+        return epochs.processed, 0
+    if batches.is_last_batch and batches.current.processed == batches.current.ready:
+        return epochs.processed + 1, 0
+    return epochs.processed, batches.current.processed
+
+
+class EpochSampler(DistributedSampler):
+    """This rank's share of epoch e's order, each index with the seed its sample is made under.
+
+    Everything random in epoch e is a function of (seed, e): the order, each sample's
+    augmentations (whichever worker makes it, persistent or not) and, reseeded as the epoch's
+    batches start, the model's own randomness (dropout). So a run resumed from a checkpoint at an
+    epoch boundary repeats the uninterrupted run exactly, and one resumed mid-epoch trains the
+    samples of that epoch it had not trained yet. Under DDP every rank takes its own slice of the
+    same order (padded by repeats, as DistributedSampler does, so ranks step together); Lightning
+    leaves a DistributedSampler in place.
+
+    Args:
+        position: Returns (epoch, batches of it already trained) when an epoch's batches start.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        seed: int,
+        batch_size: int,
+        position: Callable[[], tuple[int, int]],
+    ):
+        dist = torch.distributed
+        ddp = dist.is_available() and dist.is_initialized()
+        super().__init__(
+            dataset,
+            num_replicas=dist.get_world_size() if ddp else 1,
+            rank=dist.get_rank() if ddp else 0,
+            shuffle=True,
+            seed=seed,
+        )
+        self.batch_size, self.position = batch_size, position
+
+    def __iter__(self) -> Any:
+        epoch, done = self.position()
+        self.epoch = epoch
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(len(self.dataset))
+        seeds = rng.integers(2**63, size=len(self.dataset))
+        torch.manual_seed(int(rng.integers(2**63)))
+        mine = np.resize(order, self.total_size)[self.rank :: self.num_replicas]
+        return iter([(int(i), int(seeds[i])) for i in mine[done * self.batch_size :]])
+
+
+class Reseeded(Dataset):
+    """`dataset`, each sample made under the seed that comes with its index (`EpochSampler`).
+
+    Augmentations draw from torch's RNG (torchvision's do); the caller's RNG is left as it was.
+    """
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int] | int) -> Any:
+        if isinstance(key, int):  # a plain sampler Lightning put in (`overfit_batches`)
+            return self.dataset[key]
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]
+
+
 class HFDataModule(L.LightningDataModule):
     """Loads and checks the splits once; shards val/test/predict across ranks without padding.
+
+    Training draws each epoch's order and augmentations from (seed, epoch) (`EpochSampler`) and
+    keeps where it is in its checkpoints, so a resumed run goes on where it stopped.
 
     Subclasses say which columns they need (`check`) and how a row becomes tensors (`to_sample`).
 
@@ -179,6 +278,7 @@ class HFDataModule(L.LightningDataModule):
         val_fraction: Fraction,
         test_fraction: Fraction,
         split_seed: NonNegative,
+        seed: NonNegative,
         batch_size: Count,
         eval_batch_size: Count,
         num_workers: Workers | Literal["auto"],
@@ -190,7 +290,8 @@ class HFDataModule(L.LightningDataModule):
         self.revision, self.data_dir = revision, data_dir
         self.split_names = {"train": train_split, "val": val_split, "test": test_split}
         self.fractions = {"val": val_fraction, "test": test_fraction}
-        self.split_seed = split_seed
+        self.split_seed, self.seed = split_seed, seed
+        self.resume_at: tuple[int, int] | None = None
         self.batch_size, self.eval_batch_size, self.num_workers = (
             batch_size,
             eval_batch_size,
@@ -306,6 +407,26 @@ class HFDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test")
 
+    def state_dict(self) -> dict[str, Any]:
+        """Where training goes on from (`training_position`), saved in each checkpoint."""
+        if self.trainer is None:
+            return {}
+        return {"train_position": list(training_position(self.trainer))}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "train_position" in state_dict:
+            self.resume_at = tuple(state_dict["train_position"])
+
+    def train_position(self) -> tuple[int, int]:
+        """Where the train loader's next epoch starts: a restored checkpoint's position, once,
+        then the fit loop's. Lightning may make a resumed run's first train iterator (workers
+        prefetching from it) before it restores the loop, when a scheduler asks for
+        `estimated_stepping_batches`; the datamodule's state is restored before that."""
+        if self.resume_at is not None:
+            position, self.resume_at = self.resume_at, None
+            return position
+        return training_position(self.trainer) if self.trainer is not None else (0, 0)
+
     def workers(self) -> int:
         """DataLoader processes per device (`num_workers`, resolving `auto`)."""
         return resolve_workers(self.num_workers, getattr(self, "trainer", None))
@@ -313,11 +434,14 @@ class HFDataModule(L.LightningDataModule):
     def _loader(self, role: str) -> DataLoader:
         dataset = self.dataset(role)
         train = role == "train"
-        sampler = None if train else shard_sampler(dataset)
+        if train:
+            sampler = EpochSampler(dataset, self.seed, self.batch_size, self.train_position)
+            dataset = Reseeded(dataset)
+        else:
+            sampler = shard_sampler(dataset)
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
             sampler=sampler,
             num_workers=(workers := self.workers()),
             collate_fn=self.collate_fn(role),

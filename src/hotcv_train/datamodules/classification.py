@@ -10,7 +10,7 @@ import torch
 from torchvision.transforms import v2
 
 from hotcv_train.checks import HubOrPath, Pixels, Probability, Range
-from hotcv_train.datamodules.base import HFDataModule, missing_columns
+from hotcv_train.datamodules.base import HFDataModule, collate_counting, missing_columns
 from hotcv_train.datamodules.preprocessing import Preprocessing, resolve_preprocessing, to_rgb
 from hotcv_train.errors import UserError
 
@@ -128,6 +128,9 @@ class ImageClassificationDataModule(HFDataModule):
     def module_kwargs(self) -> dict[str, Any]:
         assert self.label_names is not None, "call setup() first"
         return {"num_labels": len(self.label_names), "label_names": list(self.label_names)}
+
+    def collate_fn(self, split: str) -> Callable[[list], Any]:
+        return collate_counting  # the module counts undecodable images into `<stage>/skipped`
 
     def to_sample(self, split: str) -> Callable[[dict], dict]:
         p = self.preprocessing

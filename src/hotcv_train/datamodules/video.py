@@ -34,7 +34,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from hotcv_train.checks import Count, HubOrPath, NonNegative, Probability, looks_local
-from hotcv_train.datamodules.base import HFDataModule
+from hotcv_train.datamodules.base import HFDataModule, collate_counting
 from hotcv_train.datamodules.preprocessing import Preprocessing, resolve_preprocessing
 from hotcv_train.errors import UserError
 from hotcv_train.hub import hub_errors
@@ -199,22 +199,13 @@ def video_sample(
 def collate_clips(samples: list[dict | None]) -> dict:
     """Stack clips into `pixel_values` (B, T, C, H, W), or (B, clips, T, C, H, W) with `views`.
 
-    Undecodable videos arrive as None: they are dropped and counted in `skipped`; a batch of only
-    those is `{"skipped": n}`, which the module counts and otherwise passes over.
+    Undecodable videos arrive as None and are counted in `skipped` (`collate_counting`).
     """
-    good = [s for s in samples if s is not None]
-    skipped = torch.tensor(len(samples) - len(good))
-    if not good:
-        return {"skipped": skipped}
-    pixels = torch.stack([s["pixel_values"] for s in good])
-    batch = {
-        "pixel_values": pixels,
-        "labels": torch.stack([s["labels"] for s in good]),
-        "ids": [s["id"] for s in good],
-        "skipped": skipped,
-    }
-    if pixels.ndim == 6:  # several clips per video: one prediction from their mean logits
-        batch["views"] = pixels.shape[1]
+    batch = collate_counting(samples)
+    if "pixel_values" in batch:
+        batch["ids"] = batch.pop("id")
+        if batch["pixel_values"].ndim == 6:  # several clips per video, scored as one
+            batch["views"] = batch["pixel_values"].shape[1]
     return batch
 
 
