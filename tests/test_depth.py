@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from functools import partial
+from typing import Any
 
 import numpy as np
 import pytest
@@ -297,32 +298,36 @@ def test_synthetic_scenes_are_seeded_and_in_the_nyu_schema() -> None:
 # --- end to end --------------------------------------------------------------------------------
 
 
-def test_channels_last_puts_convolutions_and_images_in_that_layout(tiny_dir) -> None:
-    """`module.channels_last=true`: 4-D conv weights and the batch's images are channels-last,
-    and the loss is the one the default layout gives."""
+def depth_module(tiny_dir, **overrides) -> Any:
+    """The tiny GLPN's DepthEstimationModule, built directly (no Trainer), in eval mode."""
     from hotcv_train.models import ModelSpec
     from hotcv_train.modules.depth_estimation import DepthEstimationModule
 
-    def module(channels_last: bool) -> DepthEstimationModule:
-        torch.manual_seed(0)
-        m = DepthEstimationModule(
-            model=ModelSpec(str(tiny_glpn(tiny_dir / "glpn"))),
-            min_depth=1e-3,
-            max_depth=10.0,
-            silog_lambda=0.5,
-            eigen_crop=False,
-            flip_test=False,
-            num_plot_samples=0,
-            optimizer=torch.optim.AdamW,
-            scheduler=None,
-            compile=False,
-            channels_last=channels_last,
-        )
-        m.configure_model()
-        return m.eval()
+    torch.manual_seed(0)
+    settings = {
+        "min_depth": 1e-3,
+        "max_depth": 10.0,
+        "silog_lambda": 0.5,
+        "eigen_crop": False,
+        "flip_test": True,
+        "num_plot_samples": 0,
+        "optimizer": torch.optim.AdamW,
+        "scheduler": None,
+        "compile": False,
+        "channels_last": False,
+    }
+    module = DepthEstimationModule(
+        model=ModelSpec(str(tiny_glpn(tiny_dir / "glpn"))), **{**settings, **overrides}
+    )
+    module.configure_model()
+    return module.eval()
 
+
+def test_channels_last_puts_convolutions_and_images_in_that_layout(tiny_dir) -> None:
+    """`module.channels_last=true`: 4-D conv weights and the batch's images are channels-last,
+    and the loss is the one the default layout gives."""
     batch = {"pixel_values": torch.rand(2, 3, 32, 64), "labels": torch.rand(2, 32, 64) + 1}
-    plain, fast = module(False), module(True)
+    plain, fast = depth_module(tiny_dir), depth_module(tiny_dir, channels_last=True)
     convs = [w for w in fast.parameters() if w.ndim == 4]
     assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
     seen = []
@@ -339,22 +344,7 @@ def test_channels_last_puts_convolutions_and_images_in_that_layout(tiny_dir) -> 
 
 def test_labels_follow_the_model_output_resolution(tiny_dir) -> None:
     """Depth finer than the prediction is brought down with nearest, not the prediction up."""
-    from hotcv_train.models import ModelSpec
-    from hotcv_train.modules.depth_estimation import DepthEstimationModule
-
-    module = DepthEstimationModule(
-        model=ModelSpec(str(tiny_glpn(tiny_dir / "glpn"))),
-        min_depth=1e-3,
-        max_depth=10.0,
-        silog_lambda=0.5,
-        eigen_crop=False,
-        flip_test=True,
-        num_plot_samples=0,
-        optimizer=torch.optim.AdamW,
-        scheduler=None,
-        compile=False,
-        channels_last=False,
-    )
+    module = depth_module(tiny_dir)
     labels = torch.full((2, 64, 128), 3.0)
     labels[:, :, 1::2] = 0.0  # odd columns invalid; halving with nearest keeps the even ones
     loss = module.step({"pixel_values": torch.rand(2, 3, 32, 64), "labels": labels}, "val")
