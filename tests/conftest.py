@@ -80,6 +80,14 @@ def train_py(*args: str, cwd: Path, timeout: float = 600) -> subprocess.Complete
     )
 
 
+def newest_run(cwd: Path, task_name: str) -> Path:
+    """The newest run folder of `task_name` that `train.py` started in `cwd` made, in the default
+    place (`outputs/<task>/<timestamp>[_n]`): tests find their runs the way a user does."""
+    runs = sorted(p for p in (cwd / "outputs" / task_name).glob("*") if p.name != "multirun")
+    assert runs, f"no run folder under {cwd / 'outputs' / task_name}"
+    return runs[-1]
+
+
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A session-wide folder where tiny models and datasets are saved once and reused."""

@@ -22,7 +22,7 @@ from hotcv_train.models import ModelSpec
 from hotcv_train.modules.denoising import pick_output, resolve_saved_model
 from hotcv_train.run import run
 from hotcv_train.tiling import ramp, tile_starts, tiled_apply
-from tests.conftest import train_py
+from tests.conftest import newest_run, train_py
 from tests.tiny.inference_maxim import (
     BLUR,
     FINAL,
@@ -240,24 +240,25 @@ def test_an_input_without_a_reference_is_denoised_unscored(make_config, tiny_dir
 def test_two_ranks_denoise_every_input_once(tiny_dir: Path, tmp_path: Path) -> None:
     """DDP on the CPU, one rank holding only an unscored input: results equal to one process."""
     overrides = partial_references(tiny_dir, tmp_path)
-    single = train_py("task=maxim_denoise", *overrides, "hydra.run.dir=single", cwd=tmp_path)
+    single = train_py("task=maxim_denoise", *overrides, cwd=tmp_path)
     assert single.returncode == 0, single.stderr[-3000:]
-    ddp = train_py(
-        "task=maxim_denoise", "trainer=ddp_cpu", *overrides, "hydra.run.dir=ddp", cwd=tmp_path
-    )
+    folders = {"single": newest_run(tmp_path, "maxim_denoise")}
+    ddp = train_py("task=maxim_denoise", "trainer=ddp_cpu", *overrides, cwd=tmp_path)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
+    folders["ddp"] = newest_run(tmp_path, "maxim_denoise")
+    assert folders["ddp"] != folders["single"]
     records = {}
-    for name in ("single", "ddp"):
-        lines = (tmp_path / name / "predictions.jsonl").read_text().splitlines()
+    for name, folder in folders.items():
+        lines = (folder / "predictions.jsonl").read_text().splitlines()
         records[name] = [json.loads(line) for line in lines]
     assert [r["id"] for r in records["ddp"]] == sorted(stem for stem, _, _ in PAIRS)
     assert records["ddp"] == records["single"]
     single_metrics, ddp_metrics = (
-        json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("single", "ddp")
+        json.loads((folders[name] / "metrics.json").read_text()) for name in ("single", "ddp")
     )
     assert ddp_metrics == pytest.approx(single_metrics, rel=1e-5)
     assert {"test/psnr", "test/psnr_input", "test/ssim"} <= set(ddp_metrics)
     for stem, _, _ in PAIRS:
-        a = np.asarray(Image.open(tmp_path / f"single/predictions/{stem}_denoised.png"))
-        b = np.asarray(Image.open(tmp_path / f"ddp/predictions/{stem}_denoised.png"))
+        a = np.asarray(Image.open(folders["single"] / f"predictions/{stem}_denoised.png"))
+        b = np.asarray(Image.open(folders["ddp"] / f"predictions/{stem}_denoised.png"))
         np.testing.assert_array_equal(a, b)

@@ -16,7 +16,7 @@ from hotcv_train.errors import UserError
 from hotcv_train.metrics.depth import depth_metrics
 from hotcv_train.modules.depth_estimation import eigen_mask, silog_loss
 from hotcv_train.run import instantiate, run
-from tests.conftest import train_py
+from tests.conftest import newest_run, train_py
 from tests.tiny.depth import depth_overrides, tiny_glpn
 
 NAN = float("nan")
@@ -406,18 +406,19 @@ def test_a_tiny_glpn_learns_synthetic_depth(make_config) -> None:
 
 def test_ddp_metrics_equal_a_single_process_evaluation(tiny_dir, tmp_path) -> None:
     """2 gloo ranks: depth metrics and the skipped count are summed over ranks, not averaged."""
-    log_dir = tmp_path / "outputs"
-    args = ["task=glpn_nyu", *depth_overrides(tiny_dir), f"paths.log_dir={log_dir}"]
-    ddp = train_py(*args, "trainer=ddp_cpu", "hydra.run.dir=ddp", cwd=tmp_path)
+    args = ["task=glpn_nyu", *depth_overrides(tiny_dir)]
+    ddp = train_py(*args, "trainer=ddp_cpu", cwd=tmp_path)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    ddp_dir = newest_run(tmp_path, "glpn_nyu")
+    metrics = json.loads((ddp_dir / "metrics.json").read_text())
     assert metrics["train/skipped"] == 1 and metrics["test/samples"] == 8
-    assert (tmp_path / "ddp" / "plots" / "test_depth.png").exists()
+    assert (ddp_dir / "plots" / "test_depth.png").exists()
 
-    best = next((tmp_path / "ddp" / "checkpoints").glob("best-*.ckpt"))
-    single = train_py(*args, "stage=test", f"ckpt_path={best}", "hydra.run.dir=one", cwd=tmp_path)
+    best = next((ddp_dir / "checkpoints").glob("best-*.ckpt"))
+    single = train_py(*args, "stage=test", f"ckpt_path={best}", cwd=tmp_path)
     assert single.returncode == 0, single.stderr[-3000:]
-    reference = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    assert newest_run(tmp_path, "glpn_nyu") != ddp_dir
+    reference = json.loads((newest_run(tmp_path, "glpn_nyu") / "metrics.json").read_text())
     for key in ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "delta1", "delta2", "delta3"):
         assert metrics[f"test/{key}"] == pytest.approx(reference[f"test/{key}"], rel=1e-5), key
 

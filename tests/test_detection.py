@@ -22,7 +22,7 @@ from hotcv_train.datamodules.detection import (
 from hotcv_train.errors import UserError
 from hotcv_train.modules.detection import denormalize, mean_average_precision
 from hotcv_train.run import run
-from tests.conftest import train_py
+from tests.conftest import newest_run, train_py
 from tests.tiny.detection import coco_folder, detection_overrides, tiny_detr, tiny_plates
 
 pytest.importorskip("scipy", reason="the Hungarian matcher needs the detection extra")
@@ -337,9 +337,9 @@ def test_ddp_scores_every_image_once(tiny_dir: Path, tmp_path: Path) -> None:
     ]
     results = {}
     for trainer in ("cpu", "ddp_cpu"):
-        out = tmp_path / trainer
-        done = train_py(*args, f"trainer={trainer}", f"hydra.run.dir={out}", cwd=tmp_path)
+        done = train_py(*args, f"trainer={trainer}", cwd=tmp_path)
         assert done.returncode == 0, done.stderr[-3000:]
+        out = newest_run(tmp_path, "detr_plates")
         results[trainer] = json.loads((out / "metrics.json").read_text())
     one, two = results["cpu"], results["ddp_cpu"]
     assert one["test/samples"] == two["test/samples"] == 7

@@ -98,13 +98,23 @@ def test_bad_files_are_skipped_by_name_and_odd_images_just_work(
     assert grey.dtype == np.uint8 and 0 < grey.mean() < 250  # rescaled, not clipped to white
 
 
+def first_checkpoint(
+    process: subprocess.Popen, cwd: Path, task: str, timeout: float, poll: float
+) -> Path:
+    """The run folder `process` (train.py started in `cwd`) made, once its last.ckpt exists."""
+    deadline = time.time() + timeout
+    while not (found := sorted((cwd / "outputs" / task).glob("*/checkpoints/last.ckpt"))):
+        assert process.poll() is None and time.time() < deadline, process.stdout.read()
+        time.sleep(poll)
+    return found[0].parents[1]
+
+
 @pytest.mark.parametrize(
     ("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 1)], ids=["sigterm", "ctrl-c"]
 )
 def test_interrupted_fit_saves_a_resumable_checkpoint(
     sig: signal.Signals, code: int, tiny_dir: Path, tmp_path: Path
 ) -> None:
-    run_dir = tmp_path / "run"
     command = [
         sys.executable,
         str(ROOT / "train.py"),
@@ -112,8 +122,6 @@ def test_interrupted_fit_saves_a_resumable_checkpoint(
         "task=vit_cifar10",
         *classification_overrides(tiny_dir),
         "trainer.max_epochs=1000",
-        f"hydra.run.dir={run_dir}",
-        f"paths.log_dir={tmp_path}",
     ]
     process = subprocess.Popen(
         command,
@@ -124,10 +132,7 @@ def test_interrupted_fit_saves_a_resumable_checkpoint(
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        deadline = time.time() + 180
-        while not (run_dir / "checkpoints" / "last.ckpt").exists():  # an epoch has finished
-            assert process.poll() is None and time.time() < deadline, process.stdout.read()
-            time.sleep(0.2)
+        run_dir = first_checkpoint(process, tmp_path, "vit_cifar10", timeout=180, poll=0.2)
         process.send_signal(sig)
         output, _ = process.communicate(timeout=120)
     finally:
@@ -366,20 +371,13 @@ def test_a_run_killed_at_an_epoch_boundary_resumes_to_the_same_weights_and_metri
     ]
     straight = run(compose_config(tmp_path / "straight", *args))
 
-    run_dir = tmp_path / "killed"
-    command = [
-        sys.executable, str(ROOT / "train.py"), *TEST_OVERRIDES, *args,
-        f"hydra.run.dir={run_dir}", f"paths.log_dir={tmp_path}",
-    ]  # fmt: skip
+    command = [sys.executable, str(ROOT / "train.py"), *TEST_OVERRIDES, *args]
     process = subprocess.Popen(
         command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    last = run_dir / "checkpoints" / "last.ckpt"
-    try:
-        deadline = time.time() + 300
-        while not last.exists():  # an epoch has ended (the file is renamed into place whole)
-            assert process.poll() is None and time.time() < deadline, process.stdout.read()
-            time.sleep(0.02)
+    try:  # an epoch has ended (the file is renamed into place whole): kill -9 at once
+        last = first_checkpoint(process, tmp_path, "vit_cifar10", timeout=300, poll=0.02)
+        last = last / "checkpoints" / "last.ckpt"
         process.kill()
         process.wait(timeout=60)
     finally:
@@ -463,26 +461,25 @@ def test_no_secret_reaches_a_file_of_the_run_folder(
     holds one (saved configs, overrides, logs, hparams, W&B's offline run, checkpoints)."""
     from omegaconf import OmegaConf
 
-    from tests.conftest import train_py
+    from tests.conftest import newest_run, train_py
 
     token, wandb_key, hf_token = "hf_SECRET123", "wandbSECRET" + "4" * 29, "hf_ENVSECRET789"
     monkeypatch.setenv("WANDB_API_KEY", wandb_key)
     monkeypatch.setenv("HF_TOKEN", hf_token)
-    run_dir = tmp_path / "run"
     result = train_py(
         "task=vit_cifar10",
         *classification_overrides(tiny_dir),
         "logger=[csv,tensorboard,wandb]",
         f"+module.model.config.token={token}",  # from_pretrained's hub token
-        f"hydra.run.dir={run_dir}",
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = newest_run(tmp_path, "vit_cifar10")
 
-    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]  # all the run wrote, run folder or not
     assert {".ckpt", ".yaml", ".csv", ".log", ".wandb"} <= {p.suffix for p in files}
     for secret in (token, wandb_key, hf_token):
-        leaks = [str(p.relative_to(run_dir)) for p in files if secret.encode() in p.read_bytes()]
+        leaks = [str(p.relative_to(tmp_path)) for p in files if secret.encode() in p.read_bytes()]
         assert not leaks, f"{secret} in {leaks}"
     for saved in ("config.yaml", "resolved.yaml"):
         config = OmegaConf.load(run_dir / ".hydra" / saved)

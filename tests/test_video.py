@@ -14,7 +14,7 @@ import torch
 from hotcv_train import video_io
 from hotcv_train.errors import UserError
 from hotcv_train.run import run
-from tests.conftest import compose_config, train_py
+from tests.conftest import compose_config, newest_run, train_py
 from tests.tiny.video import (
     CLASSES,
     NUM_FRAMES,
@@ -290,16 +290,15 @@ def test_ddp_two_ranks_count_each_video_once(tiny_dir: Path, tmp_path: Path) -> 
     """The model as loaded, tested on 1 and on 2 ranks: same videos, same accuracy and loss."""
     results = {}
     for trainer in ("cpu", "ddp_cpu"):
-        out = tmp_path / trainer
         done = train_py(
             "task=videomae_ucf101",
             f"trainer={trainer}",
             "stage=test",
             *video_overrides(tiny_dir),
-            f"hydra.run.dir={out}",
             cwd=tmp_path,
         )
         assert done.returncode == 0, done.stderr[-3000:]
+        out = newest_run(tmp_path, "videomae_ucf101")
         results[trainer] = json.loads((out / "metrics.json").read_text())
     assert results["ddp_cpu"]["test/samples"] == NUM_TEST
     for key in ("test/acc", "test/loss", "test/samples"):
