@@ -350,10 +350,11 @@ def test_ddp_scores_every_image_once(tiny_dir: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_training_beats_the_untrained_model(tmp_path: Path) -> None:
-    """The synthetic experiment's recipe, shortened to 320 images for 8 epochs (320 steps) at
-    lr 1e-3 (2e-3 takes off later in a schedule this short): test mAP@50 rises above the
-    untrained model's 0 (~70 s with OMP_NUM_THREADS=1, hence slow); the full recipe trains
-    longer and scores 0.75 (README).
+    """The synthetic experiment's recipe, shortened to 320 images for 8 epochs (320 steps, ~70 s
+    with OMP_NUM_THREADS=1, hence slow): the boxes move onto the plates (GIoU and L1 box losses
+    on the test split fall well below the untrained model's) and mAP@50 rises above its 0
+    (measured: GIoU 1.07 -> 0.74, L1 0.80 -> 0.29, mAP@50 0 -> 0.07). mAP itself takes off after
+    ~1,000 steps; the full recipe scores 0.75 (README).
     """
     from tests.conftest import compose_config
 
@@ -362,12 +363,13 @@ def test_training_beats_the_untrained_model(tmp_path: Path) -> None:
         "dataset.generator.num_train=320",
         "dataset.generator.num_validation=32",
         "dataset.generator.num_test=100",
-        "module.optimizer.lr=1e-3",
     ]
     untrained = run(compose_config(tmp_path / "untrained", *shrink, "stage=test"))
     trained = run(compose_config(tmp_path / "trained", *shrink, "trainer.max_epochs=8"))
     assert untrained["test/map_50"] < 0.01, untrained
-    assert trained["test/map_50"] > 0.03, (untrained, trained)
+    assert trained["test/loss_giou"] < untrained["test/loss_giou"] - 0.2, (untrained, trained)
+    assert trained["test/loss_bbox"] < 0.75 * untrained["test/loss_bbox"], (untrained, trained)
+    assert trained["test/map_50"] > untrained["test/map_50"], (untrained, trained)
 
 
 # ----------------------------------------------------------------------------------------------
