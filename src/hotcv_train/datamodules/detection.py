@@ -27,7 +27,7 @@ from torchvision.transforms.v2 import functional as F
 from torchvision.transforms.v2._utils import get_bounding_boxes, query_size
 
 from hotcv_train.checks import HubOrPath, looks_local
-from hotcv_train.datamodules.base import HFDataModule, missing_columns, shard_sampler
+from hotcv_train.datamodules.base import HFDataModule, RowDataset, missing_columns, shard_sampler
 from hotcv_train.errors import BadSample, UserError
 from hotcv_train.models import load_image_processor
 
@@ -216,14 +216,8 @@ def collate_detection(samples: list[dict | None]) -> dict | None:
     return batch
 
 
-class IndexedRows(torch.utils.data.Dataset):
+class IndexedRows(RowDataset):
     """Rows of an HF dataset (or images of a folder) passed to `to_sample` with their index."""
-
-    def __init__(self, rows: Any, to_sample: Callable[..., dict], split: str):
-        self.rows, self.to_sample, self.split = rows, to_sample, split
-
-    def __len__(self) -> int:
-        return len(self.rows)
 
     def __getitem__(self, index: int) -> dict | None:
         try:
