@@ -68,12 +68,16 @@ def test_resume_and_evaluate_a_checkpoint(make_config, tiny_dir: Path, tmp_path:
     )
 
 
-def test_tiny_vit_learns_well_above_chance(make_config, tiny_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("device_transforms", [False, True])
+def test_tiny_vit_learns_well_above_chance(
+    make_config, tiny_dir: Path, tmp_path: Path, device_transforms: bool
+) -> None:
     data = tiny_cifar(tmp_path / "learnable", n_train=160, n_test=40)
     cfg = make_config(
         "task=vit_cifar10",
         *classification_overrides(tiny_dir),
         f"dataset.path={data}",
+        f"dataset.device_transforms={device_transforms}",
         "trainer.max_epochs=6",
         "module.optimizer.lr=3e-3",
         "module.scheduler.warmup_ratio=0.05",
@@ -173,3 +177,54 @@ def test_a_folder_of_class_folders_runs_with_no_extra_keys(tiny_dir: Path, tmp_p
 
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["hyper_parameters"]["label_names"] == ["cats", "dogs"]
+
+
+def test_device_transforms_match_the_per_image_ones() -> None:
+    """Batched on the device: the eval resize equals torchvision's per-image one (each image of
+    a mixed-size batch resized from its own pixels only), and training crops follow
+    RandomResizedCrop's distribution."""
+    from PIL import Image
+    from torchvision.transforms import v2
+
+    from hotcv_train.datamodules.classification import collate_padded, image_tensor
+    from hotcv_train.datamodules.preprocessing import Preprocessing, crop_boxes, transform_batch
+
+    p = Preprocessing(size=(24, 24), mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+    g = torch.Generator().manual_seed(0)
+    pixels = [
+        torch.randint(0, 256, (h, w, 3), dtype=torch.uint8, generator=g).numpy()
+        for h, w in [(8, 8), (6, 11), (12, 5)]
+    ]
+    images = [Image.fromarray(x) for x in pixels]
+    batch = collate_padded(
+        [{"pixel_values": image_tensor(i), "labels": torch.tensor(0)} for i in images]
+    )
+    assert batch["image_sizes"].tolist() == [[8, 8], [6, 11], [12, 5]]
+    out = transform_batch(batch["pixel_values"], batch["image_sizes"], p)
+    per_image = v2.Compose(  # the DataLoader path's eval transforms (all upscales here)
+        [
+            v2.ToImage(),
+            v2.Resize(p.size, antialias=True),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(p.mean, p.std),
+        ]
+    )
+    for got, image in zip(out, images):
+        want = per_image(image)
+        # v2 resizes uint8 in uint8 (fixed-point): within 1/255 before normalising.
+        torch.testing.assert_close(got, want, atol=1 / 255 / min(p.std), rtol=0)
+
+    torch.manual_seed(0)
+    sizes = torch.tensor([[32, 32]] * 4000 + [[20, 60]] * 4000)
+    boxes = crop_boxes(sizes, (0.08, 1.0))
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= sizes[:, 1]).all()
+    assert (boxes[:, 3] <= sizes[:, 0]).all() and (w > 0).all() and (h > 0).all()
+    area = (w * h / (sizes[:, 0] * sizes[:, 1]))[:4000]
+    params = [
+        v2.RandomResizedCrop.get_params(torch.zeros(1, 32, 32), [0.08, 1.0], [3 / 4, 4 / 3])
+        for _ in range(4000)
+    ]
+    reference = torch.tensor([crop_h * crop_w / 1024 for _, _, crop_h, crop_w in params])
+    assert abs(area.mean() - reference.mean()) < 0.02, (area.mean(), reference.mean())
+    assert abs(area.std() - reference.std()) < 0.02

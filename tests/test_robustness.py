@@ -59,8 +59,13 @@ def odd_images(base: Any) -> dict[str, Any]:
     }
 
 
+@pytest.mark.parametrize("device_transforms", [False, True])
 def test_bad_files_are_skipped_by_name_and_odd_images_just_work(
-    make_config, tiny_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    make_config,
+    tiny_dir: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    device_transforms: bool,
 ) -> None:
     import numpy as np
 
@@ -81,7 +86,10 @@ def test_bad_files_are_skipped_by_name_and_odd_images_just_work(
             image.save(folder / "test" / "green" / name)
 
     cfg = make_config(
-        "task=vit_cifar10", *classification_overrides(tiny_dir), f"dataset.path={folder}"
+        "task=vit_cifar10",
+        *classification_overrides(tiny_dir),
+        f"dataset.path={folder}",
+        f"dataset.device_transforms={device_transforms}",  # a batch of mixed sizes
     )
     with caplog.at_level("WARNING"):
         metrics = run(cfg)
@@ -117,6 +125,8 @@ def test_interrupted_fit_saves_a_resumable_checkpoint(
 ) -> None:
     command = [
         sys.executable,
+        "-X",
+        "faulthandler",  # SIGABRT prints every thread's stack, should it ever hang
         str(ROOT / "train.py"),
         *TEST_OVERRIDES,
         "task=vit_cifar10",
@@ -134,7 +144,11 @@ def test_interrupted_fit_saves_a_resumable_checkpoint(
     try:
         run_dir = first_checkpoint(process, tmp_path, "vit_cifar10", timeout=180, poll=0.2)
         process.send_signal(sig)
-        output, _ = process.communicate(timeout=120)
+        try:
+            output, _ = process.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)
+            pytest.fail(f"still running 120 s after {sig.name}:\n{process.communicate()[0]}")
     finally:
         process.kill()
     assert process.returncode == code, output[-3000:]
@@ -155,6 +169,40 @@ def test_interrupted_fit_saves_a_resumable_checkpoint(
     metrics = run(cfg)
     assert json.loads((tmp_path / "resumed" / "metrics.json").read_text())["test/samples"] == 17
     assert "test/acc" in metrics
+
+
+class CtrlCInDel(L.Callback):
+    """Presses Ctrl-C at training step 2 while Python runs a `__del__`, where the
+    KeyboardInterrupt is only printed ("Exception ignored in ...") and the run would go on."""
+
+    class Lost:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # the handler runs here, inside __del__
+                pass
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step == 2:
+            self.Lost()
+
+
+def test_ctrl_c_stops_the_run_even_when_its_interrupt_is_lost(
+    make_config, tiny_dir: Path, tmp_path: Path
+) -> None:
+    cfg = make_config(
+        "task=vit_cifar10",
+        *classification_overrides(tiny_dir),
+        "trainer.max_epochs=1000",
+        f"+callbacks.ctrl_c._target_={__name__}.CtrlCInDel",
+    )
+    try:
+        with pytest.raises(SystemExit) as stopped:  # Lightning's graceful Ctrl-C exit
+            run(cfg)
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning left it ignored
+    assert stopped.value.code == 1
+    state = torch.load(tmp_path / "run" / "checkpoints" / "interrupted.ckpt", weights_only=True)
+    assert state["global_step"] == 2  # stopped at that batch's end, not thousands of steps on
 
 
 @pytest.mark.parametrize(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_warn
@@ -80,3 +82,41 @@ class SaveOnInterrupt(L.Callback):
             f"step {trainer.global_step}: saved {self.ckpt_path}; "
             f"resume with ckpt_path={self.ckpt_path}"
         )
+
+
+class CtrlCStops(L.Callback):
+    """Ctrl-C stops the run even when the KeyboardInterrupt it raises is lost.
+
+    Python raises it wherever the main thread happens to be; inside a `__del__`, a weakref or
+    GC callback or a C extension's callback it is only printed ("Exception ignored in ...")
+    and training went on, so a Ctrl-C sometimes did nothing. Each Ctrl-C is also recorded,
+    and a recorded one is raised again at the next batch boundary, where Lightning's graceful
+    shutdown (and `SaveOnInterrupt`) takes it. Always on: `run.py` adds it.
+    """
+
+    def __init__(self) -> None:
+        self.pressed = False
+        self._previous: Any = None
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        self.pressed = True
+        raise KeyboardInterrupt
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.pressed = False
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Lightning ignores further Ctrl-Cs while it shuts down: leave its handler in place.
+        if self._previous is not None and signal.getsignal(signal.SIGINT) == self._on_sigint:
+            signal.signal(signal.SIGINT, self._previous)
+        self._previous = None
+
+    def _raise_if_pressed(self, *args: Any) -> None:
+        if self.pressed:
+            self.pressed = False
+            raise KeyboardInterrupt
+
+    on_train_batch_start = on_train_batch_end = _raise_if_pressed
+    on_validation_batch_end = on_test_batch_end = on_predict_batch_end = _raise_if_pressed

@@ -29,6 +29,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     from lightning.pytorch.utilities import rank_zero_only
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    from hotcv_train.callbacks import CtrlCStops
+
     output_dir = Path(cfg.paths.output_dir)
     hparams = redact(OmegaConf.to_container(cfg, resolve=True))  # what files and loggers get
     if rank_zero_only.rank == 0:
@@ -42,6 +44,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     datamodule.setup(cfg.stage)  # load and check the data before any model loads
     module = instantiate(cfg.module, "module", **from_data(cfg.module, datamodule))
     callbacks = [instantiate(c, f"callbacks.{k}") for k, c in (cfg.callbacks or {}).items() if c]
+    callbacks.append(CtrlCStops())
     if cfg.trainer.get("enable_progress_bar") is False:  # the switch a user reaches for first
         from lightning.pytorch.callbacks import ProgressBar
 

@@ -11,7 +11,12 @@ from torchvision.transforms import v2
 
 from hotcv_train.checks import HubOrPath, Pixels, Probability, Range
 from hotcv_train.datamodules.base import HFDataModule, collate_counting, missing_columns
-from hotcv_train.datamodules.preprocessing import Preprocessing, resolve_preprocessing, to_rgb
+from hotcv_train.datamodules.preprocessing import (
+    Preprocessing,
+    resolve_preprocessing,
+    to_rgb,
+    transform_batch,
+)
 from hotcv_train.errors import UserError
 
 
@@ -20,6 +25,30 @@ def classification_sample(row: dict, transform: Callable, image_column: str, lab
         "pixel_values": transform(to_rgb(row[image_column])),
         "labels": torch.tensor(row[label_column]),
     }
+
+
+def image_tensor(image: Any) -> torch.Tensor:
+    """A PIL image as a (3, H, W) uint8 tensor: all the per-sample work of `device_transforms`."""
+    return v2.functional.pil_to_tensor(to_rgb(image))
+
+
+def collate_padded(samples: list[dict | None]) -> dict:
+    """`collate_counting` for uint8 images of any sizes: each at the top left of one batch tensor,
+    its last row and column repeated into the padding (so resampling near its edge sees only its
+    own pixels), with `image_sizes` (B, 2) for `transform_batch`."""
+    images = [s.pop("pixel_values") for s in samples if s is not None]
+    batch = collate_counting(samples)
+    if not images:
+        return batch
+    height, width = max(i.shape[-2] for i in images), max(i.shape[-1] for i in images)
+    padded = images[0].new_empty(len(images), images[0].shape[0], height, width)
+    for out, image in zip(padded, images):
+        h, w = image.shape[-2:]
+        out[:, :h, :w] = image
+        out[:, :h, w:] = image[:, :, -1:]
+        out[:, h:] = out[:, h - 1 : h]
+    sizes = torch.tensor([i.shape[-2:] for i in images])
+    return {**batch, "pixel_values": padded, "image_sizes": sizes}
 
 
 class ImageClassificationDataModule(HFDataModule):
@@ -40,6 +69,10 @@ class ImageClassificationDataModule(HFDataModule):
         image_std: Normalization std override; null reads it from `processor`.
         crop_scale: Area range of the training RandomResizedCrop.
         hflip: Probability of a horizontal flip in training (0 for digits, text, ...).
+        device_transforms: Crop, flip, resize and normalise whole batches on the training
+            device (`transform_batch`) instead of each image in the DataLoader: workers only
+            decode, and small images travel to the GPU small. The same augmentations, drawn
+            from the same distributions.
         **kwargs: The data source and loader settings of `HFDataModule`.
     """
 
@@ -55,6 +88,7 @@ class ImageClassificationDataModule(HFDataModule):
         image_std: list[float] | None,
         crop_scale: list[Annotated[float, Range(0, 1, open=False)]],
         hflip: Probability,
+        device_transforms: bool,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -66,6 +100,7 @@ class ImageClassificationDataModule(HFDataModule):
         self.processor = processor
         self.overrides = (image_size, image_mean, image_std)
         self.crop_scale, self.hflip = tuple(crop_scale), hflip
+        self.device_transforms = device_transforms
         self.preprocessing: Preprocessing | None = None
         self.label_names = label_names
 
@@ -130,29 +165,45 @@ class ImageClassificationDataModule(HFDataModule):
         return {"num_labels": len(self.label_names), "label_names": list(self.label_names)}
 
     def collate_fn(self, split: str) -> Callable[[list], Any]:
-        return collate_counting  # the module counts undecodable images into `<stage>/skipped`
+        # The module counts undecodable images into `<stage>/skipped`.
+        return collate_padded if self.device_transforms else collate_counting
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if "image_sizes" in batch:  # device_transforms: the batch is uint8 images, on the device
+            training = self.trainer is not None and self.trainer.training
+            batch["pixel_values"] = transform_batch(
+                batch["pixel_values"],
+                batch.pop("image_sizes"),
+                self.preprocessing,
+                crop_scale=self.crop_scale if training else None,
+                hflip=self.hflip,
+            )
+        return batch
 
     def to_sample(self, split: str) -> Callable[[dict], dict]:
         p = self.preprocessing
         if p is None:
             raise UserError("datamodule used before setup()")
+        return partial(
+            classification_sample,
+            transform=image_tensor if self.device_transforms else self.transform(split, p),
+            image_column=self.image_column,
+            label_column=self.label_column,
+        )
+
+    def transform(self, split: str, p: Preprocessing) -> Callable[[Any], torch.Tensor]:
+        """One image's transforms in the DataLoader (without `device_transforms`)."""
         if split == "train":
             geometry = [v2.RandomResizedCrop(p.size, scale=self.crop_scale, antialias=True)]
             if self.hflip:  # a no-op transform still costs ~0.2 ms of dispatch per sample
                 geometry.append(v2.RandomHorizontalFlip(self.hflip))
         else:
             geometry = [v2.Resize(p.size, antialias=True)]
-        transform = v2.Compose(
+        return v2.Compose(
             [
                 v2.ToImage(),
                 *geometry,
                 v2.ToDtype(torch.float32, scale=True),
                 v2.Normalize(p.mean, p.std),
             ]
-        )
-        return partial(
-            classification_sample,
-            transform=transform,
-            image_column=self.image_column,
-            label_column=self.label_column,
         )

@@ -64,3 +64,72 @@ def to_rgb(image: Any) -> Any:
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")  # PIL warns when palette transparency is dropped directly
     return image.convert("RGB")
+
+
+def crop_boxes(
+    sizes: Any, scale: tuple[float, float], ratio: tuple[float, float] = (3 / 4, 4 / 3)
+) -> Any:
+    """RandomResizedCrop's box for every image of a batch at once: (B, 4) x1, y1, x2, y2 pixels.
+
+    torchvision's distribution, vectorised: ten draws of area fraction and log aspect ratio,
+    the first that fits the image, else the whole image trimmed to `ratio`, centred.
+    `sizes` is (B, 2) heights and widths; draws come from torch's CPU generator.
+    """
+    import math
+
+    import torch
+
+    tries = 10
+    h, w = sizes[:, :1].float().cpu(), sizes[:, 1:].float().cpu()
+    n = len(sizes)
+    area = h * w * torch.empty(n, tries).uniform_(*scale)
+    aspect = torch.empty(n, tries).uniform_(math.log(ratio[0]), math.log(ratio[1])).exp()
+    cw, ch = (area * aspect).sqrt().round(), (area / aspect).sqrt().round()
+    fits = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
+    first = fits.int().argmax(1, keepdim=True)
+    cw, ch = cw.gather(1, first), ch.gather(1, first)
+    offsets = torch.rand(n, 2)
+    x0, y0 = ((w - cw + 1) * offsets[:, :1]).floor(), ((h - ch + 1) * offsets[:, 1:]).floor()
+    # No draw fits (a very long image): the whole image trimmed to the ratio, centred.
+    wide, tall = w / h > ratio[1], w / h < ratio[0]
+    fw = torch.where(wide, (h * ratio[1]).round(), w)
+    fh = torch.where(tall, (w / ratio[0]).round(), h)
+    none = ~fits.any(1, keepdim=True)
+    cw, ch = torch.where(none, fw, cw), torch.where(none, fh, ch)
+    x0 = torch.where(none, ((w - fw) / 2).floor(), x0)
+    y0 = torch.where(none, ((h - fh) / 2).floor(), y0)
+    return torch.cat([x0, y0, x0 + cw, y0 + ch], dim=1)
+
+
+def transform_batch(
+    images: Any,
+    sizes: Any,
+    p: Preprocessing,
+    crop_scale: tuple[float, float] | None = None,
+    hflip: float = 0.0,
+) -> Any:
+    """The classification transforms on a whole uint8 batch, on whatever device it is on.
+
+    `images` (B, C, H, W) hold each image at the top left, `sizes` (B, 2) its height and width
+    (smaller images are zero-padded). With `crop_scale` (training) each image is cropped as
+    RandomResizedCrop does and flipped with probability `hflip`; without, it is resized whole.
+    One bilinear resample (roi_align: averaging several samples per output pixel when shrinking,
+    an antialias) to `p.size`, then normalised. Saves the per-sample CPU work that keeps a GPU
+    waiting: only decoding stays in the DataLoader.
+    """
+    import torch
+    from torchvision.ops import roi_align
+
+    n = len(images)
+    if crop_scale is not None:
+        boxes = crop_boxes(sizes, crop_scale)
+    else:
+        boxes = torch.cat([torch.zeros(n, 2), sizes.flip(1).float().cpu()], dim=1)
+    boxes = torch.cat([torch.arange(n, dtype=torch.float32)[:, None], boxes], dim=1)
+    out = roi_align(images.float(), boxes.to(images.device), output_size=p.size, aligned=True)
+    if crop_scale is not None and hflip > 0:
+        flip = (torch.rand(n) < hflip).to(images.device)[:, None, None, None]
+        out = torch.where(flip, out.flip(-1), out)
+    std = torch.tensor(p.std, device=out.device)[:, None, None]
+    mean = torch.tensor(p.mean, device=out.device)[:, None, None]
+    return out.mul_(1 / 255).sub_(mean).div_(std)
