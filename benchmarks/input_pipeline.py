@@ -76,6 +76,19 @@ PIPELINES = [
         "normalise)",
     ),
     Pipeline(
+        "classification_384_device",
+        "vit_cifar10",
+        [
+            "dataset.image_size=384",
+            "dataset.image_mean=[0.5,0.5,0.5]",
+            "dataset.image_std=[0.5,0.5,0.5]",
+            "dataset.device_transforms=true",
+        ],
+        cifar_like,
+        "vit_cifar10 with dataset.device_transforms=true: the DataLoader only decodes 32 px "
+        "PNGs and stacks them as uint8; crop, flip, resize to 384 and normalise run on the device",
+    ),
+    Pipeline(
         "depth_480x640",
         "glpn_nyu",
         ["dataset.image_mean=[0.0,0.0,0.0]", "dataset.image_std=[1.0,1.0,1.0]"],  # GLPN's

@@ -225,6 +225,19 @@ def plain_loop(
         ]
     )
 
+    if data_cfg.device_transforms:  # the same augmentation, on whole batches
+        from hotcv_train.datamodules.preprocessing import Preprocessing, transform_batch
+
+        p = Preprocessing((size, size), tuple(mean), tuple(std))
+        crop, hflip = tuple(data_cfg.crop_scale), data_cfg.hflip
+
+        def train_tf(x: torch.Tensor) -> torch.Tensor:
+            sizes = torch.tensor([x.shape[-2:]] * len(x))
+            return transform_batch(x, sizes, p, crop_scale=crop, hflip=hflip)
+
+        def eval_tf(x: torch.Tensor) -> torch.Tensor:
+            return transform_batch(x, torch.tensor([x.shape[-2:]] * len(x)), p)
+
     class Digits(Dataset):
         def __init__(self, rows: Any, transform: Any):
             self.images, self.labels = tensors(rows)
@@ -234,18 +247,25 @@ def plain_loop(
             return len(self.labels)
 
         def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-            return self.transform(self.images[i]), self.labels[i]
+            x = self.images[i]
+            return (x if self.transform is None else self.transform(x)), self.labels[i]
 
+    batched = data_cfg.device_transforms
     train = DataLoader(
-        Digits(parts["train"], train_tf), batch_size=data_cfg.batch_size, shuffle=True
+        Digits(parts["train"], None if batched else train_tf),
+        batch_size=data_cfg.batch_size,
+        shuffle=True,
     )
-    val = DataLoader(Digits(parts["test"], eval_tf), batch_size=data_cfg.eval_batch_size)
+    val = DataLoader(
+        Digits(parts["test"], None if batched else eval_tf), batch_size=data_cfg.eval_batch_size
+    )
     config = ViTConfig(**OmegaConf.to_container(module_cfg.model.config), num_labels=10)
     model = ViTForImageClassification(config).train()
     optimizer = torch.optim.AdamW(
         model.parameters(),
         lr=module_cfg.optimizer.lr,
         weight_decay=module_cfg.optimizer.weight_decay,
+        fused=module_cfg.optimizer.get("fused"),
     )
     per_epoch = min(len(train), limit_train_batches or len(train))
     total = epochs * per_epoch
@@ -260,6 +280,8 @@ def plain_loop(
             if i == per_epoch:
                 break
             steps.append([time.time() - t_start, epoch])
+            if batched:
+                x = train_tf(x)
             logits = model(pixel_values=x).logits
             loss = F.cross_entropy(logits, y, label_smoothing=module_cfg.label_smoothing)
             loss.backward()
@@ -273,6 +295,7 @@ def plain_loop(
                 for i, (x, y) in enumerate(val):
                     if limit_val_batches is not None and i == limit_val_batches:
                         break
+                    x = eval_tf(x) if batched else x
                     correct += int((model(pixel_values=x).logits.argmax(-1) == y).sum())
                     seen += len(y)
             val_acc = correct / max(seen, 1)

@@ -60,22 +60,33 @@ class RowDataset(Dataset):
     """Rows of an HF dataset turned into tensors by `to_sample`, in DataLoader workers.
 
     A row whose image cannot be decoded is skipped with a warning naming it (see `collate`).
+    With `cache`, each sample is kept once made and handed out again (as a fresh dict): for
+    a deterministic `to_sample` on data that fits in memory, later epochs skip the decoding.
     """
 
-    def __init__(self, rows: Any, to_sample: Callable[[dict], dict], split: str):
+    def __init__(
+        self, rows: Any, to_sample: Callable[[dict], dict], split: str, cache: bool = False
+    ):
         self.rows, self.to_sample, self.split = rows, to_sample, split
+        self.cache: dict[int, dict | None] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, index: int) -> dict | None:
+        if self.cache is not None and index in self.cache:
+            kept = self.cache[index]
+            return None if kept is None else dict(kept)
         try:
             row = self.rows[index]
         except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for truncated/corrupt files
             where = describe_row(self.rows, index, self.split)
             log.warning("skipping %s: cannot decode it (%s)", where, e)
-            return None
-        return self.to_sample(row)
+            row = None
+        sample = None if row is None else self.to_sample(row)
+        if self.cache is not None:
+            self.cache[index] = None if sample is None else dict(sample)
+        return sample
 
 
 def describe_row(rows: Any, index: int, split: str) -> str:
@@ -321,6 +332,10 @@ class HFDataModule(L.LightningDataModule):
         """The function that turns one row of `split` into a dict of tensors."""
         raise NotImplementedError
 
+    def cached(self, split: str) -> bool:
+        """Whether `split`'s samples are kept in memory once made (`RowDataset`)."""
+        return False
+
     def collate_fn(self, split: str) -> Callable[[list], Any]:
         """How `split`'s samples become a batch: a picklable function (DataLoader workers).
 
@@ -399,7 +414,7 @@ class HFDataModule(L.LightningDataModule):
         rows = self.splits.get(role)
         if rows is None:
             raise UserError(f"dataset.{role}_split: {self.source} has no {role} split configured")
-        return RowDataset(rows, self.to_sample(role), role)
+        return RowDataset(rows, self.to_sample(role), role, cache=self.cached(role))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

@@ -73,6 +73,9 @@ class ImageClassificationDataModule(HFDataModule):
             device (`transform_batch`) instead of each image in the DataLoader: workers only
             decode, and small images travel to the GPU small. The same augmentations, drawn
             from the same distributions.
+        cache_images: Keep each decoded image in memory after its first use, so later epochs
+            skip reading and decoding (data that fits in RAM: digits, CIFAR-10's 150 MB).
+            Needs `device_transforms` (the per-image transforms are random).
         **kwargs: The data source and loader settings of `HFDataModule`.
     """
 
@@ -89,9 +92,15 @@ class ImageClassificationDataModule(HFDataModule):
         crop_scale: list[Annotated[float, Range(0, 1, open=False)]],
         hflip: Probability,
         device_transforms: bool,
+        cache_images: bool,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
+        if cache_images and not device_transforms:
+            raise UserError(
+                "dataset.cache_images: keeps decoded images, but the per-image transforms are "
+                "random; set dataset.device_transforms=true with it"
+            )
         self.image_column, self.label_column, self.num_labels = (
             image_column,
             label_column,
@@ -100,7 +109,7 @@ class ImageClassificationDataModule(HFDataModule):
         self.processor = processor
         self.overrides = (image_size, image_mean, image_std)
         self.crop_scale, self.hflip = tuple(crop_scale), hflip
-        self.device_transforms = device_transforms
+        self.device_transforms, self.cache_images = device_transforms, cache_images
         self.preprocessing: Preprocessing | None = None
         self.label_names = label_names
 
@@ -163,6 +172,9 @@ class ImageClassificationDataModule(HFDataModule):
     def module_kwargs(self) -> dict[str, Any]:
         assert self.label_names is not None, "call setup() first"
         return {"num_labels": len(self.label_names), "label_names": list(self.label_names)}
+
+    def cached(self, split: str) -> bool:
+        return self.cache_images
 
     def collate_fn(self, split: str) -> Callable[[list], Any]:
         # The module counts undecodable images into `<stage>/skipped`.
