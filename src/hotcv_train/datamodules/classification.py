@@ -74,8 +74,9 @@ class ImageClassificationDataModule(HFDataModule):
             decode, and small images travel to the GPU small. The same augmentations, drawn
             from the same distributions.
         cache_images: Keep each decoded image in memory after its first use, so later epochs
-            skip reading and decoding (data that fits in RAM: digits, CIFAR-10's 150 MB).
-            Needs `device_transforms` (the per-image transforms are random).
+            skip reading and decoding (data that fits in RAM: digits, CIFAR-10's 150 MB; each
+            DataLoader worker keeps its own). Needs `device_transforms` (the per-image
+            transforms are random).
         **kwargs: The data source and loader settings of `HFDataModule`.
     """
 
