@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -38,7 +39,14 @@ def test_fit_then_test_writes_the_run_folder(make_config, tiny_dir: Path, tmp_pa
     assert "last.ckpt" in ckpts and any(n.startswith("best-") for n in ckpts)
     for plot in ("training_curves.png", "confusion_matrix.png", "test_samples.png"):
         assert (run_dir / "plots" / plot).stat().st_size > 1000, plot
-    assert (run_dir / "csv" / "metrics.csv").exists()
+    # Epoch metrics are logged once per epoch (TaskModule.log_epoch): each epoch has its own,
+    # computed over that epoch only (val/samples counts the val split once, not cumulatively).
+    rows = list(csv.DictReader((run_dir / "csv" / "metrics.csv").open()))
+    for epoch in ("0", "1"):
+        logged = {k for r in rows if r["epoch"] == epoch for k, v in r.items() if v}
+        assert {"train/loss_epoch", "train/acc", "val/acc", "val/samples"} <= logged, epoch
+    val_samples = [float(r["val/samples"]) for r in rows if r.get("val/samples")]
+    assert len(val_samples) == 2 and val_samples[0] == val_samples[1] > 0
     # The classifier head was resized from the checkpoint's to the data's label count.
     import hotcv_train.models  # noqa: F401  (allows its ModelSpec in weights-only loads)
 
@@ -200,6 +208,8 @@ def test_device_transforms_match_the_per_image_ones() -> None:
         [{"pixel_values": image_tensor(i), "labels": torch.tensor(0)} for i in images]
     )
     assert batch["image_sizes"].tolist() == [[8, 8], [6, 11], [12, 5]]
+    same = collate_padded([{"pixel_values": image_tensor(images[1])} for _ in range(2)])
+    assert torch.equal(same["pixel_values"], image_tensor(images[1]).expand(2, -1, -1, -1))
     out = transform_batch(batch["pixel_values"], batch["image_sizes"], p)
     per_image = v2.Compose(  # the DataLoader path's eval transforms (all upscales here)
         [
@@ -228,3 +238,21 @@ def test_device_transforms_match_the_per_image_ones() -> None:
     reference = torch.tensor([crop_h * crop_w / 1024 for _, _, crop_h, crop_w in params])
     assert abs(area.mean() - reference.mean()) < 0.02, (area.mean(), reference.mean())
     assert abs(area.std() - reference.std()) < 0.02
+
+
+def test_the_progress_bar_shows_each_loops_last_batch_and_at_most_every_every_s(
+    make_config, tiny_dir: Path
+) -> None:
+    """Lightning's bar recomputes every logged metric after each batch; ours only when due."""
+    from hotcv_train.callbacks import ProgressBar
+
+    bar = ProgressBar(every_s=3600)
+    assert [bar._due(i, 5) for i in range(5)] == [True, False, False, False, True]
+    cfg = make_config(
+        "task=vit_cifar10",
+        *classification_overrides(tiny_dir),
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=true",
+        "callbacks.progress_bar={_target_: hotcv_train.callbacks.ProgressBar, every_s: 3600}",
+    )
+    assert run(cfg)["test/samples"] == 17

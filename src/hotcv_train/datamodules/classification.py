@@ -40,14 +40,16 @@ def collate_padded(samples: list[dict | None]) -> dict:
     batch = collate_counting(samples)
     if not images:
         return batch
-    height, width = max(i.shape[-2] for i in images), max(i.shape[-1] for i in images)
+    sizes = torch.tensor([i.shape[-2:] for i in images])
+    if all(i.shape == images[0].shape for i in images):  # a dataset of one size: nothing to pad
+        return {**batch, "pixel_values": torch.stack(images), "image_sizes": sizes}
+    height, width = sizes.amax(0).tolist()
     padded = images[0].new_empty(len(images), images[0].shape[0], height, width)
     for out, image in zip(padded, images):
         h, w = image.shape[-2:]
         out[:, :h, :w] = image
         out[:, :h, w:] = image[:, :, -1:]
         out[:, h:] = out[:, h - 1 : h]
-    sizes = torch.tensor([i.shape[-2:] for i in images])
     return {**batch, "pixel_values": padded, "image_sizes": sizes}
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Container, Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from torchmetrics import MeanMetric, SumMetric
+from torchmetrics import MeanMetric, Metric, MetricCollection, SumMetric
 
 from hotcv_train.errors import NonFiniteLossError, UserError
 
@@ -82,8 +82,27 @@ class TaskModule(L.LightningModule):
         self._check_finite(loss, batch_idx)
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         self.train_loss.update(loss.detach())
-        self.log("train/loss_epoch", self.train_loss, on_step=False, on_epoch=True)
+        self.log_epoch({"train/loss_epoch": self.train_loss})
         return loss
+
+    def log_epoch(
+        self,
+        metrics: Mapping[str, Metric] | MetricCollection,
+        prog_bar: bool | Container[str] = False,
+    ) -> None:
+        """Log the epoch values of torchmetrics objects; call it after each update of `metrics`.
+
+        Lightning keeps a logged Metric, computes it when the epoch ends and resets it, so one
+        `self.log` per epoch is enough: it is made at the first update since the last reset.
+        Each call costs ~1.5 ms of Python (Lightning walks its metadata); five per step were
+        15 % of the quickstart's step. `prog_bar`: show all, or the names it holds.
+        """
+        if isinstance(metrics, MetricCollection):  # the members, as Lightning's log_dict takes them
+            metrics = dict(metrics.items(keep_base=False, copy_state=False))
+        if any(metric.update_count == 1 for metric in metrics.values()):
+            for name, metric in metrics.items():
+                shown = prog_bar if isinstance(prog_bar, bool) else name in prog_bar
+                self.log(name, metric, on_step=False, on_epoch=True, prog_bar=shown)
 
     def _check_finite(self, loss: torch.Tensor, batch_idx: int) -> None:
         """Stop at a NaN/inf loss: every later step would be wasted.
@@ -118,8 +137,8 @@ class TaskModule(L.LightningModule):
         mean, count = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_samples")
         mean.update(loss, weight=_batch_size(batch))
         count.update(_batch_size(batch))
-        self.log(f"{stage}/loss", mean, on_epoch=True, prog_bar=stage == "val")
-        self.log(f"{stage}/samples", count, on_epoch=True)
+        self.log_epoch({f"{stage}/loss": mean}, prog_bar=stage == "val")
+        self.log_epoch({f"{stage}/samples": count})
 
     def parameter_groups(self) -> list[Any]:
         """What the optimizer trains: parameters, or groups with settings of their own (`lr`)."""

@@ -104,7 +104,7 @@ class ClassificationModule(TaskModule):
         loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
         metrics = self.metrics[f"{stage}_"]
         metrics.update(logits.detach(), labels)
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val")
+        self.log_epoch(metrics, prog_bar=stage == "val")
         if stage == "test":
             preds = logits.argmax(-1)
             self.confusion.update(preds, labels)
@@ -119,9 +119,7 @@ class ClassificationModule(TaskModule):
         if "skipped" in batch:
             self.skipped[f"{stage}_"].update(batch["skipped"])
             if stage != "predict":
-                self.log(
-                    f"{stage}/skipped", self.skipped[f"{stage}_"], on_step=False, on_epoch=True
-                )
+                self.log_epoch({f"{stage}/skipped": self.skipped[f"{stage}_"]})
         return "pixel_values" not in batch
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:

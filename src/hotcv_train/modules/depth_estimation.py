@@ -109,14 +109,13 @@ class DepthEstimationModule(TaskModule):
 
         skipped_metric = getattr(self, f"{stage}_skipped")
         skipped_metric.update(skipped)
-        self.log(f"{stage}/skipped", skipped_metric, on_step=False, on_epoch=True)
+        self.log_epoch({f"{stage}/skipped": skipped_metric})
         if self.eigen_crop and stage != "train":
             valid = valid & eigen_mask(labels.shape[-2:], labels.device)
         metrics = getattr(self, f"{stage}_metrics")
         metrics.update(pred.detach(), labels, valid)
-        for name, metric in metrics.items():
-            headline = stage == "val" and name.endswith(PROGRESS_BAR)
-            self.log(name, metric, on_step=False, on_epoch=True, prog_bar=headline)
+        headline = [k for k in metrics.keys(keep_base=False) if k.endswith(PROGRESS_BAR)]
+        self.log_epoch(metrics, prog_bar=headline if stage == "val" else False)
         if stage != "train" and self.global_rank == 0:
             for image, depth, p in zip(images, labels, pred.detach()):
                 if len(self.plot_samples) >= self.num_plot_samples:
