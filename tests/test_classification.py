@@ -256,3 +256,57 @@ def test_the_progress_bar_shows_each_loops_last_batch_and_at_most_every_every_s(
         "callbacks.progress_bar={_target_: hotcv_train.callbacks.ProgressBar, every_s: 3600}",
     )
     assert run(cfg)["test/samples"] == 17
+
+
+def test_predict_classifies_a_users_folder_of_unlabelled_images(
+    tiny_dir: Path, tmp_path: Path
+) -> None:
+    """`stage=predict` on what a user has: loose images in nested folders, no labels, a broken
+    file and a stray one; the class names come from the checkpoint, not the hub model's config."""
+    from tests.conftest import compose_config
+
+    base = ["task=vit_cifar10", *classification_overrides(tiny_dir)]
+    data = tiny_cifar(tmp_path / "learnable", n_train=160, n_test=40)
+    fit = compose_config(
+        tmp_path / "fit",
+        *base,
+        f"dataset.path={data}",
+        "trainer.max_epochs=6",
+        "module.optimizer.lr=3e-3",
+        "module.scheduler.warmup_ratio=0.05",
+        "test_after_fit=false",
+    )
+    run(fit)
+    ckpt = tmp_path / "fit" / "checkpoints" / "last.ckpt"
+
+    names = ["red", "green", "blue", "grey"]  # tiny_cifar's; the model's config says LABEL_0...
+    folder = tmp_path / "my photos"
+    truth = {}
+    for i, (image, label) in enumerate(zip(*colour_images(12, seed=7))):
+        key = f"{'holiday/' if i % 3 == 0 else ''}IMG {i:02d}"
+        path = folder / f"{key}.{'jpg' if i % 2 else 'png'}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path)
+        truth[key] = names[label]
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    predict = compose_config(
+        tmp_path / "predict",
+        *base,
+        "stage=predict",
+        f"dataset.path={folder}",
+        f"ckpt_path={ckpt}",
+        "dataset.num_workers=auto",  # the default: worker processes, as users run it
+    )
+    run(predict)
+    lines = (tmp_path / "predict" / "predictions.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["id"] for r in records] == sorted(truth)  # each image once; broken, stray: not
+    assert all(len(r["labels"]) == len(r["scores"]) == NUM_LABELS for r in records)
+    correct = sum(r["labels"][0] == truth[r["id"]] for r in records)
+    assert correct >= 9, records  # 0.75 of 12 where chance is 0.25
+
+    # A saved dataset is predicted on its test split, rows named by their numbers.
+    run(compose_config(tmp_path / "split", *base, "stage=predict", f"ckpt_path={ckpt}"))
+    lines = (tmp_path / "split" / "predictions.jsonl").read_text().splitlines()
+    assert [json.loads(line)["id"] for line in lines] == list(range(17))

@@ -285,8 +285,8 @@ def test_predict_on_an_image_folder_writes_boxes(fitted, make_config, tmp_path: 
         *overrides,
         "stage=predict",
         f"dataset.path={folder}",
-        f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
-        "dataset.label_names=[license_plate]",
+        f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",  # its classes: [license_plate]
+        "dataset.num_workers=auto",  # the default: worker processes, as users run it
         "module.threshold=0.0",
     )
     run(cfg)

@@ -67,6 +67,19 @@ def readable(path: Path) -> bool:
     return True
 
 
+def saved_labels(ckpt_path: str) -> dict[str, Any]:
+    """The classes a checkpoint's model was trained on (`num_labels`, `label_names`), as saved in
+    its hyperparameters: what `stage=predict` on unlabelled inputs builds the model with."""
+    import torch
+
+    import hotcv_train.models  # noqa: F401  (registers ModelSpec for weights-only loads)
+
+    saved = torch.load(
+        Path(ckpt_path).expanduser(), map_location="cpu", weights_only=True, mmap=True
+    ).get("hyper_parameters", {})
+    return {k: saved[k] for k in ("num_labels", "label_names") if saved.get(k) is not None}
+
+
 def check_checkpoint(ckpt_path: str) -> None:
     """Raise a one-line `UserError` when `ckpt_path` is damaged, naming the newest good one."""
     path = Path(ckpt_path).expanduser()

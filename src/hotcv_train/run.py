@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from hotcv_train.checkpoints import SafeCheckpointIO, check_checkpoint, restore_errors
+from hotcv_train.checkpoints import (
+    SafeCheckpointIO,
+    check_checkpoint,
+    restore_errors,
+    saved_labels,
+)
 from hotcv_train.checks import check_config
 from hotcv_train.errors import UserError
 from hotcv_train.launch import job_environment
 from hotcv_train.redaction import redact
 
 log = logging.getLogger("hotcv_train")
+
+# Lightning's notes on its own bookkeeping, printed on every evaluation of a checkpoint: a
+# checkpoint's callback state from another run folder, and predict_step writing files itself.
+LIGHTNING_NOISE = ("The dirpath has changed", "predict returned None")
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -38,11 +48,16 @@ def run(cfg: DictConfig) -> dict[str, float]:
         resolved.parent.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(hparams), resolved)
 
+    for message in LIGHTNING_NOISE:
+        warnings.filterwarnings("ignore", f"{message}.*")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
     datamodule = instantiate(cfg.dataset, "dataset")
     datamodule.setup(cfg.stage)  # load and check the data before any model loads
-    module = instantiate(cfg.module, "module", **from_data(cfg.module, datamodule))
+    facts = getattr(datamodule, "module_kwargs", dict)()
+    if cfg.stage == "predict" and cfg.ckpt_path is not None:  # the checkpoint's classes
+        facts.update(saved_labels(cfg.ckpt_path))
+    module = instantiate(cfg.module, "module", **from_data(cfg.module, facts))
     callbacks = [instantiate(c, f"callbacks.{k}") for k, c in (cfg.callbacks or {}).items() if c]
     callbacks.append(CtrlCStops())
     if cfg.trainer.get("enable_progress_bar") is False:  # the switch a user reaches for first
@@ -109,9 +124,8 @@ def instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
         raise
 
 
-def from_data(module_cfg: DictConfig, datamodule: Any) -> dict[str, Any]:
-    """What the data says (`num_labels`, `label_names`, ...) for module keys the config leaves null."""
-    facts = getattr(datamodule, "module_kwargs", dict)()
+def from_data(module_cfg: DictConfig, facts: dict[str, Any]) -> dict[str, Any]:
+    """Facts of the data (`num_labels`, `label_names`, ...) for module keys the config leaves null."""
     return {k: v for k, v in facts.items() if k in module_cfg and module_cfg[k] is None}
 
 

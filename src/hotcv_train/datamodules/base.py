@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,12 +62,18 @@ class RowDataset(Dataset):
     A row whose image cannot be decoded is skipped with a warning naming it (see `collate`).
     With `cache`, each sample is kept once made and handed out again (as a fresh dict): for
     a deterministic `to_sample` on data that fits in memory, later epochs skip the decoding.
+    With `ids`, each sample carries its name as `id` (predictions).
     """
 
     def __init__(
-        self, rows: Any, to_sample: Callable[[dict], dict], split: str, cache: bool = False
+        self,
+        rows: Any,
+        to_sample: Callable[[dict], dict],
+        split: str,
+        cache: bool = False,
+        ids: Sequence[str | int] | None = None,
     ):
-        self.rows, self.to_sample, self.split = rows, to_sample, split
+        self.rows, self.to_sample, self.split, self.ids = rows, to_sample, split, ids
         self.cache: dict[int, dict | None] | None = {} if cache else None
 
     def __len__(self) -> int:
@@ -84,6 +90,8 @@ class RowDataset(Dataset):
             log.warning("skipping %s: cannot decode it (%s)", where, e)
             row = None
         sample = None if row is None else self.to_sample(row)
+        if sample is not None and self.ids is not None:
+            sample["id"] = self.ids[index]
         if self.cache is not None:
             self.cache[index] = None if sample is None else dict(sample)
         return sample
@@ -302,7 +310,11 @@ class HFDataModule(L.LightningDataModule):
     ):
         super().__init__()
         if path is not None and generator is not None:
-            raise UserError("dataset.generator: set either dataset.path or dataset.generator")
+            raise UserError(
+                f"dataset.generator: {getattr(generator, 'func', generator).__name__} makes the "
+                f"data, so dataset.path={path} is unused; add dataset.generator=null to read "
+                "dataset.path"
+            )
         self.path, self.name, self.generator = path, name, generator
         self.revision, self.data_dir = revision, data_dir
         self.split_names = {"train": train_split, "val": val_split, "test": test_split}
@@ -315,6 +327,7 @@ class HFDataModule(L.LightningDataModule):
             num_workers,
         )
         self.splits: dict[str, Any] | None = None
+        self.predict_ids: list[str] | None = None  # names of a `predict` split's rows
 
     @property
     def source(self) -> str:
@@ -409,12 +422,20 @@ class HFDataModule(L.LightningDataModule):
         return splits
 
     def dataset(self, role: str) -> Dataset:
-        """The torch dataset behind `role` (train, val, test or predict)."""
+        """The torch dataset behind `role` (train, val, test or predict).
+
+        Predict takes a `predict` split where a subclass made one (files named by
+        `predict_ids`), else the test split, its rows named by their numbers.
+        """
         assert self.splits is not None, "call setup() first"
-        rows = self.splits.get(role)
+        split = "test" if role == "predict" and "predict" not in self.splits else role
+        rows = self.splits.get(split)
         if rows is None:
-            raise UserError(f"dataset.{role}_split: {self.source} has no {role} split configured")
-        return RowDataset(rows, self.to_sample(role), role, cache=self.cached(role))
+            raise UserError(f"dataset.{split}_split: {self.source} has no {split} split configured")
+        ids = None
+        if role == "predict":
+            ids = self.predict_ids if split == "predict" else range(len(rows))
+        return RowDataset(rows, self.to_sample(role), role, cache=self.cached(role), ids=ids)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")
@@ -426,7 +447,7 @@ class HFDataModule(L.LightningDataModule):
         return self._loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        return self._loader("predict")
 
     def state_dict(self) -> dict[str, Any]:
         """Where training goes on from (`training_position`), saved in each checkpoint."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Annotated, Any
 
 import torch
@@ -11,6 +12,7 @@ from torchvision.transforms import v2
 
 from hotcv_train.checks import HubOrPath, Pixels, Probability, Range
 from hotcv_train.datamodules.base import HFDataModule, collate_counting, missing_columns
+from hotcv_train.datamodules.images import images_to_predict
 from hotcv_train.datamodules.preprocessing import (
     Preprocessing,
     resolve_preprocessing,
@@ -21,10 +23,18 @@ from hotcv_train.errors import UserError
 
 
 def classification_sample(row: dict, transform: Callable, image_column: str, label_column: str):
-    return {
-        "pixel_values": transform(to_rgb(row[image_column])),
-        "labels": torch.tensor(row[label_column]),
-    }
+    sample = {"pixel_values": transform(to_rgb(row[image_column]))}
+    if row.get(label_column) is not None:  # images to predict may have no label
+        sample["labels"] = torch.tensor(row[label_column])
+    return sample
+
+
+def image_rows(files: list[Path], image_column: str) -> Any:
+    """Image files as an HF dataset with one lazily decoded image column (no labels)."""
+    import datasets
+
+    features = datasets.Features({image_column: datasets.Image()})
+    return datasets.Dataset.from_dict({image_column: [str(f) for f in files]}, features=features)
 
 
 def image_tensor(image: Any) -> torch.Tensor:
@@ -57,7 +67,9 @@ class ImageClassificationDataModule(HFDataModule):
     """Images and labels from any `HFDataModule` source, augmented on tensors (torchvision v2).
 
     An image folder (class subfolders) arrives as `image`/`label` columns and is renamed to the
-    configured ones, so `dataset.path=<image folder>` works with any task.
+    configured ones, so `dataset.path=<image folder>` works with any task. `stage=predict`
+    classifies every image under a local folder (any layout, labels not needed) or one image
+    file, each named by its path under `dataset.path`; any other source, its test split.
 
     Args:
         image_column: Column holding the images.
@@ -115,8 +127,15 @@ class ImageClassificationDataModule(HFDataModule):
         self.device_transforms, self.cache_images = device_transforms, cache_images
         self.preprocessing: Preprocessing | None = None
         self.label_names = label_names
+        self.predicting = False
 
     def setup(self, stage: str | None = None) -> None:
+        if stage == "predict" and self.splits is None:
+            self.predicting = True
+            images = images_to_predict(self.path)
+            if images is not None:
+                self.splits = {"predict": image_rows(list(images.values()), self.image_column)}
+                self.predict_ids = list(images)
         super().setup(stage)
         if self.preprocessing is None:
             self.preprocessing = resolve_preprocessing(self.processor, *self.overrides)
@@ -133,6 +152,8 @@ class ImageClassificationDataModule(HFDataModule):
     def check(self, rows: Any, split: str) -> list[str]:
         from datasets import ClassLabel
 
+        if self.predicting:  # labels, where there are any, are not used
+            return missing_columns(rows, self.source, image_column=self.image_column)
         problems = missing_columns(
             rows, self.source, image_column=self.image_column, label_column=self.label_column
         )
@@ -173,7 +194,8 @@ class ImageClassificationDataModule(HFDataModule):
         return []
 
     def module_kwargs(self) -> dict[str, Any]:
-        assert self.label_names is not None, "call setup() first"
+        if self.label_names is None:  # predicting: the classes are the model's (or checkpoint's)
+            return {}
         return {"num_labels": len(self.label_names), "label_names": list(self.label_names)}
 
     def cached(self, split: str) -> bool:

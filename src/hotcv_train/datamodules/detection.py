@@ -27,7 +27,7 @@ from torchvision.transforms.v2 import functional as F
 from torchvision.transforms.v2._utils import get_bounding_boxes, query_size
 
 from hotcv_train.checks import HubOrPath, looks_local
-from hotcv_train.datamodules.base import HFDataModule, RowDataset, missing_columns, shard_sampler
+from hotcv_train.datamodules.base import HFDataModule, RowDataset, missing_columns
 from hotcv_train.errors import BadSample, UserError
 from hotcv_train.models import load_image_processor
 
@@ -336,17 +336,6 @@ def detection_features(label_names: list[str]) -> Any:
     )
 
 
-def image_folder(path: str | None) -> Path | None:
-    """`path` as a plain folder of images (no annotations, not a saved dataset), else None."""
-    if path is None or not looks_local(path):
-        return None
-    folder = Path(path).expanduser()
-    saved = (folder / "dataset_dict.json").exists() or (folder / "state.json").exists()
-    if not folder.is_dir() or saved or coco_annotation_files(folder):
-        return None
-    return folder
-
-
 # ----------------------------------------------------------------------------------------------
 # The datamodule
 
@@ -368,8 +357,8 @@ class ObjectDetectionDataModule(HFDataModule):
         id_column: Column naming each image in predictions; null uses the row index.
         box_format: How stored boxes read: `xywh` (COCO), `xyxy` (Pascal VOC) or `cxcywh` (YOLO).
         normalized: Stored boxes are fractions of the image size (YOLO) instead of pixels.
-        label_names: Category names, overriding those of the data (needed for `stage=predict`
-            on an image folder with a finetuned checkpoint).
+        label_names: Category names, overriding those of the data (`stage=predict` with a
+            checkpoint takes the checkpoint's).
         processor: Where size, mean and std come from (the model's name_or_path).
         image_size: Resize target: an int is the shorter side (aspect kept, capped by
             `max_size`), `[height, width]` a fixed size; null reads it from `processor`.
@@ -437,16 +426,14 @@ class ObjectDetectionDataModule(HFDataModule):
     # -- setup and checks ------------------------------------------------------------------
 
     def setup(self, stage: str | None = None) -> None:
-        folder = image_folder(self.path)
-        if stage == "predict" and folder is not None:
-            if self.predict_images is None:
-                from hotcv_train.datamodules.images import find_images
+        if stage == "predict" and self.generator is None and self.predict_images is None:
+            from hotcv_train.datamodules.images import images_to_predict
 
-                self.predict_images = list(find_images(folder).items())
-                if not self.predict_images:
-                    raise UserError(f"dataset.path: no images found in {folder}")
+            images = images_to_predict(self.path)  # a COCO folder has a generator: its test split
+            if images is not None:
+                self.predict_images = list(images.items())
                 self.label_names = self.label_names_override
-        else:
+        if self.predict_images is None:
             super().setup(stage)
             if self.label_names is None:
                 self.label_names = self.label_names_override or [
@@ -590,16 +577,6 @@ class ObjectDetectionDataModule(HFDataModule):
             return IndexedRows(self.predict_images, self.to_sample("predict"), role)
         rows = super().dataset("test" if role == "predict" else role)
         return IndexedRows(rows.rows, self.to_sample(role), role)
-
-    def predict_dataloader(self) -> torch.utils.data.DataLoader:
-        dataset = self.dataset("predict")
-        return torch.utils.data.DataLoader(
-            dataset,
-            batch_size=self.eval_batch_size,
-            sampler=shard_sampler(dataset),
-            num_workers=self.num_workers,
-            collate_fn=collate_detection,
-        )
 
 
 # ----------------------------------------------------------------------------------------------

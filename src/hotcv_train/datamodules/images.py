@@ -41,6 +41,21 @@ def find_images(folder: Path) -> dict[str, Path]:
     return found
 
 
+def images_to_predict(path: str | None) -> dict[str, Path] | None:
+    """`path` as the inputs of `stage=predict`, keyed as `find_images` keys them: one image file,
+    or every image under a local folder that is not a saved dataset (any layout: flat, nested,
+    class folders). None for anything else (a hub id, a saved dataset, a folder of data files),
+    whose test split is predicted instead."""
+    if path is None or not looks_local(path):
+        return None
+    target = Path(path).expanduser()
+    if target.is_file():
+        return {target.stem: target} if target.suffix.lower() in IMAGE_SUFFIXES else None
+    if not target.is_dir() or _is_saved_dataset(target):
+        return None
+    return find_images(target) or None
+
+
 def safe_id(raw: Any) -> str | None:
     """`raw` as a relative output name (`a/b`), or None when it could name a place outside the run
     folder (`..`, an absolute path, a drive letter) or is empty."""

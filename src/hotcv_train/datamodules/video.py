@@ -202,10 +202,8 @@ def collate_clips(samples: list[dict | None]) -> dict:
     Undecodable videos arrive as None and are counted in `skipped` (`collate_counting`).
     """
     batch = collate_counting(samples)
-    if "pixel_values" in batch:
-        batch["ids"] = batch.pop("id")
-        if batch["pixel_values"].ndim == 6:  # several clips per video, scored as one
-            batch["views"] = batch["pixel_values"].shape[1]
+    if "pixel_values" in batch and batch["pixel_values"].ndim == 6:  # clips scored as one
+        batch["views"] = batch["pixel_values"].shape[1]
     return batch
 
 

@@ -183,7 +183,8 @@ class ClassificationModule(TaskModule):
             return
         probs = self(batch["pixel_values"], batch.get("views")).softmax(-1)
         scores, indices = probs.topk(min(5, probs.shape[-1]), dim=-1)
-        ids = batch.get("ids") or [f"{self.global_rank}-{batch_idx}-{i}" for i in range(len(probs))]
+        ids = batch["id"]  # file names (relative paths) or row numbers
+        ids = ids.tolist() if isinstance(ids, torch.Tensor) else ids
         with self._predictions_file.open("a") as f:
             for sample_id, score, index in zip(ids, scores.tolist(), indices.tolist()):
                 record = {
