@@ -23,8 +23,17 @@ def run_folders(log_dir: Path) -> list[Path]:
 def test_ddp_two_ranks_one_folder_and_exact_test(tiny_dir: Path, tmp_path: Path) -> None:
     log_dir = tmp_path / "outputs"  # the default folder: runs start in tmp_path
     args = classification_overrides(tiny_dir)
+    progress_bar = [  # as users run it (the suite turns it off): rank 1's bar is disabled
+        "trainer.enable_progress_bar=true",
+        "callbacks.progress_bar={_target_:hotcv_train.callbacks.ProgressBar,every_s:0.5}",
+    ]
     result = train_py(
-        "task=vit_cifar10", "trainer=ddp_cpu", "trainer.max_epochs=1", *args, cwd=tmp_path
+        "task=vit_cifar10",
+        "trainer=ddp_cpu",
+        "trainer.max_epochs=1",
+        *args,
+        *progress_bar,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
 

@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.utilities import rank_zero_warn
 
 from hotcv_train.checks import Range
-from hotcv_train.errors import UserError
+from hotcv_train.errors import BadSample, UserError
 
 
 class TrainingCurves(L.Callback):
@@ -77,8 +77,12 @@ class SaveOnInterrupt(L.Callback):
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
-        if trainer.state.fn != "fit" or isinstance(exception, UserError):
-            return  # a config/data/NaN problem: those weights are not worth resuming from
+        # A config or NaN problem: those weights are not worth resuming from. One bad file
+        # (BadSample) is: once it is fixed, the run goes on from where it stopped.
+        if trainer.state.fn != "fit" or (
+            isinstance(exception, UserError) and not isinstance(exception, BadSample)
+        ):
+            return
         if not (trainer.training or trainer.validating or trainer.sanity_checking):
             return  # before the loops ran (e.g. restoring a checkpoint failed): nothing to save
         trainer.save_checkpoint(self.ckpt_path)
@@ -149,18 +153,21 @@ class ProgressBar(RichProgressBar):
         return True
 
     # Lightning passes (outputs, batch, batch_idx[, dataloader_idx]) after trainer and module.
+    # On ranks > 0 the bar is disabled and its batch totals are never set: nothing to show.
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
-        if self._due(args[2], self.total_train_batches):
+        if not self.is_disabled and self._due(args[2], self.total_train_batches):
             super().on_train_batch_end(trainer, pl_module, *args)
 
     def on_validation_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
-        if self._due(args[2], self.total_val_batches_current_dataloader):
+        if not self.is_disabled and self._due(args[2], self.total_val_batches_current_dataloader):
             super().on_validation_batch_end(trainer, pl_module, *args)
 
     def on_test_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
-        if self._due(args[2], self.total_test_batches_current_dataloader):
+        if not self.is_disabled and self._due(args[2], self.total_test_batches_current_dataloader):
             super().on_test_batch_end(trainer, pl_module, *args)
 
     def on_predict_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
-        if self._due(args[2], self.total_predict_batches_current_dataloader):
+        if not self.is_disabled and self._due(
+            args[2], self.total_predict_batches_current_dataloader
+        ):
             super().on_predict_batch_end(trainer, pl_module, *args)
