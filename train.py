@@ -5,10 +5,12 @@ See README.md for the jobs and config groups; `python train.py --help` lists eve
 
 import gc
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from hotcv_train.cli import release_stderr, run_main
 from hotcv_train.errors import UserError
 from hotcv_train.launch import launched_rank_config
 
@@ -46,6 +48,8 @@ def run_reporting_errors(cfg: DictConfig) -> dict[str, float]:
 def main(cfg: DictConfig) -> object:
     from hotcv_train import sweeps
 
+    release_stderr()  # held while Hydra composed: its command-line errors get explained
+
     if sweeps.in_multirun():  # a failing job is recorded and the sweep goes on (sweeps.py)
         return sweeps.run_job(cfg, import_run())
     metrics = run_reporting_errors(cfg)
@@ -56,4 +60,4 @@ if __name__ == "__main__":
     if (launched := launched_rank_config()) is not None:
         run_reporting_errors(launched)
     else:
-        main()
+        run_main(main, Path(__file__).parent / "conf")

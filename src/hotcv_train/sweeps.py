@@ -356,6 +356,9 @@ class SweepSummary(Callback):
     """Hydra callback: `summary.csv` as jobs end; table, plots, W&B tag and exit code at the end."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hotcv_train.cli import release_stderr
+
+        release_stderr()  # the sweep composed: its own output (Optuna's, a launcher's) goes out
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = [r for _, r in sibling_records(sweep_dir)]
         if rows:
