@@ -310,3 +310,21 @@ def test_predict_classifies_a_users_folder_of_unlabelled_images(
     run(compose_config(tmp_path / "split", *base, "stage=predict", f"ckpt_path={ckpt}"))
     lines = (tmp_path / "split" / "predictions.jsonl").read_text().splitlines()
     assert [json.loads(line)["id"] for line in lines] == list(range(17))
+
+
+def test_one_data_file_is_a_source_and_other_files_are_named(tmp_path: Path) -> None:
+    """`dataset.path=<file>.parquet` (one file of a hub export, say) is a dataset with a train
+    split; a file datasets cannot read is one line naming it."""
+    import datasets
+
+    from hotcv_train.datamodules.base import load_source
+    from hotcv_train.errors import UserError
+
+    rows = datasets.load_from_disk(str(tiny_cifar(tmp_path / "cifar")))["test"]
+    rows.to_parquet(tmp_path / "test-00000.parquet")
+    data = load_source(str(tmp_path / "test-00000.parquet"), None, None)
+    assert list(data) == ["train"] and len(data["train"]) == len(rows)
+    assert data["train"][0]["img"].size == (32, 32)  # images come back as images
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(UserError, match=r"notes.txt is a file datasets cannot read as data"):
+        load_source(str(tmp_path / "notes.txt"), None, None)

@@ -240,7 +240,7 @@ def with_depth(depths: list[np.ndarray], size: tuple[int, int] = (32, 64)):
 def test_a_depth_map_of_another_size_fails_naming_the_sample() -> None:
     good, bad = np.ones((32, 64), np.float32), np.ones((16, 64), np.float32)
     dm = make_datamodule(partial(with_depth, [good, bad]))
-    with pytest.raises(UserError, match=r"train sample 1 .*image is 32x64 but depth is 16x64"):
+    with pytest.raises(UserError, match=r"train row 1 .*image is 32x64 but depth is 16x64"):
         dm.dataset("train")[1]
     with pytest.raises(UserError, match=r"depth_column: train sample 0 .*16x64"):
         make_datamodule(partial(with_depth, [bad, good]))  # found by check(), before any model
@@ -252,7 +252,7 @@ def test_a_bad_sample_in_a_dataloader_worker_is_still_one_line() -> None:
     with pytest.raises(UserError) as raised:
         next(iter(dm.val_dataloader()))
     assert raised.value.problems == [
-        "dataset: val sample 1 of with_depth: image is 32x64 but depth is 16x64 (height x width); "
+        "dataset: val row 1 of with_depth: image is 32x64 but depth is 16x64 (height x width); "
         "they must match pixel for pixel"
     ]
 
@@ -488,3 +488,38 @@ def test_the_hub_parquet_export_layout_loads_with_data_dir(tmp_path) -> None:
         rows.to_parquet(str(tmp_path / "default" / split / "0000.parquet"))
     data = load_source(str(tmp_path), None, None, data_dir="default")
     assert {k: len(v) for k, v in data.items()} == {"train": 3, "validation": 3}
+
+
+def test_a_users_folder_of_rgb_and_millimetre_pngs(tiny_dir, tmp_path) -> None:
+    """What a user's depth data looks like: rgb/ and depth/ PNG files (16-bit millimetres) paired
+    by a metadata.csv (the image-folder layout of datasets), no splits; glpn_nyu's default
+    `data_dir` (the hub export's folder) does not apply to it. Read as metres, every pixel lies
+    beyond max_depth: the first batch stops the run naming depth_scale, instead of training on
+    nothing; with the scale it trains."""
+    from PIL import Image
+
+    from hotcv_train.data.synthetic_depth import make_scenes
+    from tests.conftest import compose_config
+
+    folder = tmp_path / "my depth"
+    (folder / "rgb").mkdir(parents=True)
+    (folder / "depth").mkdir()
+    lines = ["file_name,depth_file_name"]
+    for i, row in enumerate(make_scenes(12, 0, 64, 96, 3, 2, 2, 0.0)["train"]):
+        row["image"].save(folder / "rgb" / f"{i:04d}.png")
+        millimetres = (np.asarray(row["depth_map"]) * 1000).astype(np.uint16)
+        Image.fromarray(millimetres).save(folder / "depth" / f"{i:04d}.png")  # mode I;16
+        lines.append(f"rgb/{i:04d}.png,depth/{i:04d}.png")
+    (folder / "metadata.csv").write_text("\n".join(lines) + "\n")
+    overrides = [
+        "task=glpn_nyu",
+        *depth_overrides(tiny_dir),
+        f"dataset.path={folder}",
+        "dataset.depth_column=depth",
+        "dataset.val_fraction=0.25",
+        "dataset.test_fraction=0.25",
+    ]
+    with pytest.raises(UserError, match=r"depth_scale=0\.001"):
+        run(compose_config(tmp_path / "metres", *overrides))
+    metrics = run(compose_config(tmp_path / "mm", *overrides, "dataset.depth_scale=0.001"))
+    assert np.isfinite(metrics["test/abs_rel"]) and metrics["test/delta1"] > 0, metrics

@@ -248,6 +248,28 @@ def test_a_dataset_id_that_escapes_is_refused_before_anything_is_written(
     assert not list(tmp_path.parent.glob("escaped")) and not Path("/tmp/escaped").exists()
 
 
+def test_a_phone_photo_is_read_upright_as_datasets_reads_training_images(tmp_path: Path) -> None:
+    """An EXIF-rotated JPEG (orientation 6: stored 80 wide, shown 80 tall) reaches eval-only
+    models, classification and detection predictions upright, as training images do."""
+    import datasets
+    from PIL import Image
+
+    from hotcv_train.datamodules.images import ImageInputs
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (80, 40), (200, 30, 30)).save(tmp_path / "phone.jpg", exif=exif)
+    inputs = ImageInputs(
+        [("phone", tmp_path / "phone.jpg", None)], None, ("image", None), ("RGB", "L")
+    )
+    assert tuple(inputs[0]["image"].shape) == (3, 80, 40)
+    decoded = datasets.Dataset.from_dict(
+        {"image": [str(tmp_path / "phone.jpg")]},
+        features=datasets.Features({"image": datasets.Image()}),
+    )[0]["image"]
+    assert decoded.size == (40, 80)  # what training sees
+
+
 def test_a_run_folder_is_never_shared_by_two_runs(tmp_path: Path, monkeypatch) -> None:
     """Two runs in the same second (scripts, job arrays) get two folders, each created once."""
     from hotcv_train import resolvers

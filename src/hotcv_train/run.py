@@ -76,6 +76,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     for logger in trainer.loggers:
         logger.log_hyperparams(hparams)
 
+    for key in ("max_epochs", "max_steps"):
+        if cfg.stage == "fit" and cfg.trainer.get(key) == 0:
+            log.warning("trainer.%s=0: nothing is trained; the model stays as it was loaded", key)
     metrics: dict[str, float] = {}
     try:
         with job_environment(cfg), restore_errors(cfg.ckpt_path):

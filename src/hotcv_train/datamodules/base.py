@@ -20,6 +20,16 @@ from hotcv_train.hub import hub_errors
 log = logging.getLogger(__name__)
 
 
+# One data file as dataset.path: the packaged builder that reads it.
+DATA_FILE_BUILDERS = {
+    ".parquet": "parquet",
+    ".arrow": "arrow",
+    ".csv": "csv",
+    ".json": "json",
+    ".jsonl": "json",
+}
+
+
 def load_source(
     path: str | None,
     name: str | None,
@@ -34,8 +44,22 @@ def load_source(
         data = generator()
     elif path is not None and looks_local(path):
         folder = Path(path).expanduser()
+        if data_dir is not None and folder.is_dir() and not (folder / data_dir).is_dir():
+            # A task's default for its hub export (data_dir: default) is not the user's layout.
+            log.info(
+                "dataset.data_dir=%s: no such subfolder in %s; reading all of it", data_dir, path
+            )
+            data_dir = None
         if (folder / "dataset_dict.json").exists() or (folder / "state.json").exists():
             data = datasets.load_from_disk(str(folder))
+        elif folder.is_file():  # one data file: its suffix names the builder
+            builder = DATA_FILE_BUILDERS.get(folder.suffix.lower())
+            if builder is None:
+                raise UserError(
+                    f"dataset.path: {path} is a file datasets cannot read as data; point it at "
+                    f"the folder that holds it, or at a {'/'.join(DATA_FILE_BUILDERS)} file"
+                )
+            data = datasets.load_dataset(builder, data_files=str(folder))
         else:  # image folder (class subfolders) or data files: the packaged builders infer which
             try:
                 data = datasets.load_dataset(str(folder), name, data_dir=data_dir)

@@ -12,7 +12,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from hotcv_train.checks import Count, HubOrPath, Pixels, Positive, Probability
-from hotcv_train.datamodules.base import HFDataModule, RowDataset, missing_columns
+from hotcv_train.datamodules.base import HFDataModule, RowDataset, describe_row, missing_columns
 from hotcv_train.datamodules.preprocessing import Preprocessing, resolve_preprocessing, to_rgb
 from hotcv_train.errors import BadSample, UserError
 from hotcv_train.models import load_image_processor
@@ -70,7 +70,7 @@ def depth_sample(
 
 
 class DepthRows(RowDataset):
-    """`RowDataset` whose bad samples fail with one line naming the split and the sample."""
+    """`RowDataset` whose bad samples fail with one line naming the file (or split and row)."""
 
     def __init__(self, rows: Any, to_sample: Callable[[dict], dict], split: str, source: str):
         super().__init__(rows, to_sample, split)
@@ -80,7 +80,8 @@ class DepthRows(RowDataset):
         try:
             return super().__getitem__(index)
         except SampleError as e:
-            raise BadSample(f"dataset: {self.split} sample {index} of {self.source}: {e}") from None
+            where = describe_row(self.rows, index, self.split)
+            raise BadSample(f"dataset: {where} of {self.source}: {e}") from None
 
 
 class DepthEstimationDataModule(HFDataModule):

@@ -56,6 +56,15 @@ def images_to_predict(path: str | None) -> dict[str, Path] | None:
     return find_images(target) or None
 
 
+def open_image(path: Path) -> Any:
+    """A PIL image the way it is seen: turned upright by its EXIF orientation (phone photos), as
+    datasets' Image feature decodes the training data."""
+    from PIL import Image, ImageOps
+
+    image = Image.open(path)
+    return ImageOps.exif_transpose(image) if image.getexif().get(0x0112) else image
+
+
 def safe_id(raw: Any) -> str | None:
     """`raw` as a relative output name (`a/b`), or None when it could name a place outside the run
     folder (`..`, an absolute path, a drive letter) or is empty."""
@@ -101,9 +110,7 @@ class ImageInputs(Dataset):
         return len(self.items)
 
     def _open(self, source: Path | int, column: str | None, mode: str) -> torch.Tensor:
-        from PIL import Image
-
-        image = Image.open(source) if isinstance(source, Path) else self.rows[source][column]
+        image = open_image(source) if isinstance(source, Path) else self.rows[source][column]
         return to_tensor(image, mode)
 
     def __getitem__(self, index: int) -> dict | None:

@@ -58,7 +58,9 @@ class ClassificationModule(TaskModule):
         self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
         if label_names is not None and num_labels is not None and len(label_names) != num_labels:
             raise UserError(
-                f"module.label_names: {len(label_names)} names for module.num_labels={num_labels}"
+                f"module.num_labels: is {num_labels} but there are {len(label_names)} class names "
+                "(module.label_names, else the data's classes); set module.num_labels=null or "
+                "give one name per class"
             )
         labels: dict[str, Any] = {}
         if label_names is not None:

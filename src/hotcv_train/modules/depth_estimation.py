@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torchmetrics import MetricCollection, SumMetric
 
 from hotcv_train.checks import NonNegative, Positive
+from hotcv_train.errors import UserError
 from hotcv_train.metrics.depth import depth_metrics, valid_depth
 from hotcv_train.models import ModelSpec, build_model
 from hotcv_train.modules.base import TaskModule
@@ -89,6 +90,7 @@ class DepthEstimationModule(TaskModule):
         self.val_skipped = SumMetric()
         self.test_skipped = SumMetric()
         self.plot_samples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.units_checked = False
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Depth in metres, `(B, H, W)`, clamped to `[min_depth, max_depth]`."""
@@ -106,6 +108,9 @@ class DepthEstimationModule(TaskModule):
             labels = F.interpolate(labels[:, None], size=pred.shape[-2:], mode="nearest")[:, 0]
         valid = valid_depth(labels, self.min_depth, self.max_depth)
         loss, skipped = silog_loss(pred, labels, valid, self.silog_lambda)
+        if not self.units_checked:
+            self.units_checked = True
+            self.check_units(labels, skipped)
 
         skipped_metric = getattr(self, f"{stage}_skipped")
         skipped_metric.update(skipped)
@@ -122,6 +127,18 @@ class DepthEstimationModule(TaskModule):
                     break
                 self.plot_samples.append((image.cpu(), depth.cpu(), p.cpu()))
         return loss
+
+    def check_units(self, labels: torch.Tensor, skipped: int) -> None:
+        """Stop at the first batch when depth is stored in other units than metres: every pixel
+        beyond `max_depth` (16-bit millimetre PNGs read as metres) would train on nothing."""
+        if skipped < len(labels) or not bool((labels > self.max_depth).any()):
+            return
+        raise UserError(
+            f"dataset.depth_scale: the first batch has no valid depth pixel: its depth reaches "
+            f"{float(labels.max()):g}, beyond module.max_depth={self.max_depth:g} (metres); for "
+            "millimetre PNGs set dataset.depth_scale=0.001 (KITTI: 0.00390625), else raise "
+            "module.max_depth"
+        )
 
     def on_train_epoch_end(self) -> None:
         self._warn_skipped("train")
