@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from hotcv_train.errors import UserError
 from hotcv_train.modules.detection import denormalize, mean_average_precision
 from hotcv_train.run import run
 from tests.conftest import newest_run, train_py
-from tests.tiny.detection import coco_folder, detection_overrides, tiny_detr, tiny_plates
+from tests.tiny.detection import coco_folder, detection_overrides, tiny_coco, tiny_detr, tiny_plates
 
 pytest.importorskip("scipy", reason="the Hungarian matcher needs the detection extra")
 pytest.importorskip("pycocotools", reason="COCO mAP needs the detection extra")
@@ -31,7 +32,7 @@ pytest.importorskip("pycocotools", reason="COCO mAP needs the detection extra")
 MAP_KEYS = ("test/map", "test/map_50", "test/map_75", "test/mar_100")
 
 
-def datamodule(generator: Any = None, path: str | None = None, **settings: Any):
+def datamodule(generator: Any = None, path: str | None = None, stage: str = "fit", **settings: Any):
     """A datamodule on a generator or a path, sized explicitly (no image processor needed)."""
     args = {
         "path": path,
@@ -71,7 +72,7 @@ def datamodule(generator: Any = None, path: str | None = None, **settings: Any):
         **settings,
     }
     dm = ObjectDetectionDataModule(**args)
-    dm.setup("fit")
+    dm.setup(stage)
     return dm
 
 
@@ -172,7 +173,7 @@ def test_coco_folder_and_save_to_disk_give_the_same_samples(tiny_dir: Path) -> N
             assert torch.equal(sa["pixel_values"], sb["pixel_values"])
             assert torch.equal(sa["labels"]["class_labels"], sb["labels"]["class_labels"])
             assert torch.allclose(sa["labels"]["boxes"], sb["labels"]["boxes"])
-            assert sa["id"] == sb["id"]
+            assert sb["id"] == f"{int(sa['id']):05d}"  # a COCO image is named by its file
 
 
 def test_collate_pads_with_a_mask_and_keeps_boxes_relative_to_each_image() -> None:
@@ -199,7 +200,9 @@ def test_collate_pads_with_a_mask_and_keeps_boxes_relative_to_each_image() -> No
     assert batch["pixel_mask"][0].sum() == 20 * 30 and batch["pixel_mask"][1].sum() == 32 * 24
     assert batch["pixel_mask"][0, 20:].sum() == 0 and batch["pixel_values"][0, :, :, 24:].sum() > 0
     assert batch["labels"][0]["boxes"].tolist() == [[0.5, 0.5, 1.0, 1.0]]  # own image, not canvas
-    assert collate_detection([None]) is None
+    assert int(batch["skipped"]) == 1, "an undecodable image is counted, not just dropped"
+    assert next(iter(batch)) == "pixel_values"  # the base module reads the batch size from it
+    assert {k: int(v) for k, v in collate_detection([None, None]).items()} == {"skipped": 2}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -384,7 +387,8 @@ def test_boxes_off_the_image_are_clipped_or_dropped_with_one_warning(caplog) -> 
     assert any(
         line.startswith("train of")
         and "1 box(es) extend past their image" in line
-        and "1 of zero area are dropped (first: sample 0)" in line
+        and "1 of zero area or with a negative side are dropped" in line
+        and "(first: train row 0: box [50.0, 10.0, 18.0, 20.0] on a 64x48 image)" in line
         for line in lines
     ), lines
     sample = dm.dataset("test")[0]
@@ -427,3 +431,311 @@ def test_category_outside_the_label_list_is_one_line() -> None:
         "dataset.label_names: train of plate_rows has category id 1, outside the 1 label names "
         "['plate']; list every category in dataset.label_names"
     )
+
+
+def test_a_few_bad_boxes_name_the_image_not_the_box_format(caplog) -> None:
+    """One negative-width box of 6 is a slip: dropped with a warning naming it and the box.
+
+    17 % of the boxes fail, more than the wrong-format share, but one box says nothing about the
+    format; 3 of 3 still does (test above).
+    """
+    rows = [[[4, 4, 10, 10]], [[10, 10, -5, 8]], [[6, 6, 12, 12]], [[2, 2, 8, 8]]]
+    rows += [[[20, 20, 10, 10]], [[30, 10, 10, 10]]]
+    with caplog.at_level(logging.WARNING):
+        dm = datamodule(partial(plate_rows, rows), crop_prob=0.0, hflip=0.0)
+    warnings = [r.getMessage() for r in caplog.records if r.name.endswith("detection")]
+    assert any(
+        "1 of zero area or with a negative side are dropped (first: train row 1: box "
+        "[10.0, 10.0, -5.0, 8.0] on a 64x48 image)" in w
+        for w in warnings
+    ), warnings
+    assert len(dm.dataset("test")[1]["labels"]["boxes"]) == 0
+
+
+# ----------------------------------------------------------------------------------------------
+# COCO folders
+
+
+def coco_datamodule(folder: Path, **settings: Any):
+    """A datamodule on a one-folder COCO export: val and test carved from train."""
+    return datamodule(path=str(folder), val_split=None, test_split=None, **settings)
+
+
+def every(dm: ObjectDetectionDataModule, column: str) -> list:
+    """A column's values over all splits (carved splits hold any image)."""
+    return [value for rows in dm.splits.values() for value in rows[column]]
+
+
+def _cut_short(coco: dict) -> str:
+    return json.dumps(coco)[:-20]
+
+
+def _three_number_bbox(coco: dict) -> None:
+    coco["annotations"][2]["bbox"] = [1, 2, 3]
+
+
+def _segmentation_only(coco: dict) -> None:
+    del coco["annotations"][1]["bbox"]
+    coco["annotations"][1]["segmentation"] = [[1, 1, 10, 1, 10, 10]]
+
+
+def _no_file_name(coco: dict) -> None:
+    del coco["images"][4]["file_name"]
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (
+            _cut_short,
+            r"annotations\.json is not valid JSON \(.* at line 1, column \d+\); it looks ",
+        ),
+        (
+            _three_number_bbox,
+            r"annotations\.json: annotations\[2\] \(id 3, on img_002\.png\) has bbox \[1, 2, 3\], "
+            r"not 4 numbers \(a bbox is \[x, y, width, height\] in pixels\); fix or remove it$",
+        ),
+        (
+            _segmentation_only,
+            r"annotations\.json: annotations\[1\] \(id 2, on img_001\.png\) has no 'bbox' ",
+        ),
+        (_no_file_name, r"annotations\.json: images\[4\] has no 'file_name'; fix or remove it$"),
+    ],
+)
+def test_coco_mistakes_are_one_line_naming_the_file_and_entry(
+    tmp_path: Path, edit: Any, expected: str
+) -> None:
+    folder = tiny_coco(tmp_path / "coco", edit=edit)
+    with pytest.raises(UserError) as raised:
+        coco_datamodule(folder)
+    message = str(raised.value)
+    assert "\n" not in message and message.startswith(f"dataset.path: {folder}/annotations.json")
+    assert re.search(expected, message), message
+
+
+def test_coco_sizes_and_string_ids_come_as_they_are(tmp_path: Path) -> None:
+    """Sizes left out are read from the files; string image ids are kept (legal JSON)."""
+
+    def loose(coco: dict) -> None:
+        for image in coco["images"]:
+            del image["width"], image["height"]
+            image["id"] = f"im{image['id']}"
+        for ann in coco["annotations"]:
+            ann["image_id"] = f"im{ann['image_id']}"
+
+    dm = coco_datamodule(tiny_coco(tmp_path / "coco", edit=loose))
+    assert set(every(dm, "width")) == {40} and set(every(dm, "height")) == {32}
+    assert sorted(every(dm, "image_id")) == [f"im{100 + i}" for i in range(6)]
+    assert all(len(o["bbox"]) == 1 for o in every(dm, "objects")), "every box found its image"
+
+
+def test_coco_sizes_that_differ_from_the_files_stop_the_run(tmp_path: Path) -> None:
+    """Images resized after the export: its boxes would land on the wrong pixels."""
+
+    def four_times(coco: dict) -> None:
+        for image in coco["images"]:
+            image["width"], image["height"] = 160, 128
+        for ann in coco["annotations"]:
+            ann["bbox"] = [4 * v for v in ann["bbox"]]
+
+    folder = tiny_coco(tmp_path / "coco", edit=four_times)
+    with pytest.raises(
+        UserError,
+        match=r"gives 6 of 6 images another size than their file has, "
+        r"e.g. img_000.png is 160x128 in it but 40x32 on disk; .* export the "
+        r"annotations again",
+    ):
+        coco_datamodule(folder)
+
+
+def test_coco_sizes_are_those_of_the_upright_image(tmp_path: Path) -> None:
+    """A phone photo stored sideways (EXIF orientation 6) is trained upright: its JSON size is
+    the upright one, and the stored one is named as what differs."""
+    from PIL import Image
+
+    def sideways(coco: dict) -> None:
+        coco["images"][0].update(file_name="turned.jpg", width=32, height=40)
+
+    folder = tiny_coco(tmp_path / "coco", edit=sideways)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (40, 32)).save(folder / "turned.jpg", exif=exif)
+    dm = coco_datamodule(folder)
+    assert (32, 40) in zip(every(dm, "width"), every(dm, "height"))
+
+    def stored_size(coco: dict) -> None:
+        sideways(coco)
+        coco["images"][0].update(width=40, height=32)
+
+    folder = tiny_coco(tmp_path / "coco2", edit=stored_size)
+    Image.new("RGB", (40, 32)).save(folder / "turned.jpg", exif=exif)
+    with pytest.raises(UserError, match="40x32 in it but 32x40 on disk once turned upright"):
+        coco_datamodule(folder)
+
+
+def test_crowd_and_unused_categories_are_left_out_with_one_line_each(
+    tmp_path: Path, caplog
+) -> None:
+    def crowd(coco: dict) -> None:
+        for ann in coco["annotations"][:2]:
+            ann["iscrowd"] = 1
+        coco["categories"] += [{"id": 7, "name": "vehicle", "supercategory": "vehicle"}]
+        coco["categories"][0]["supercategory"] = "vehicle"
+
+    folder = tiny_coco(tmp_path / "coco", edit=crowd)
+    with caplog.at_level(logging.INFO, logger="hotcv_train.datamodules.detection"):
+        dm = coco_datamodule(folder)
+    assert dm.label_names == ["plate"]
+    boxes = [len(objects["bbox"]) for objects in every(dm, "objects")]
+    assert sorted(boxes) == [0, 0, 1, 1, 1, 1], "the two crowd regions are no objects"
+    messages = [r.getMessage() for r in caplog.records]
+    assert (
+        f"{folder}/annotations.json: 2 crowd annotation(s) (iscrowd: 1) left out, as DETR's COCO preprocessing does"
+        in messages
+    )
+    assert any(
+        m.startswith(f"{folder}/annotations.json: left out categories 'vehicle': no box uses them")
+        for m in messages
+    ), messages
+
+
+def test_undecodable_images_are_named_by_their_file(tmp_path: Path, caplog) -> None:
+    folder = tiny_coco(tmp_path / "coco")
+    (folder / "img_003.png").write_bytes(b"")
+    dm = coco_datamodule(folder, val_fraction=0.5)
+    roles = {role: dm.dataset(role) for role in ("train", "val", "test")}
+    with caplog.at_level(logging.WARNING):
+        samples = [ds[i] for ds in roles.values() for i in range(len(ds))]
+    assert sum(s is None for s in samples) == 1
+    assert re.search(
+        rf"skipping {folder}/img_003\.png \((train|val|test) row \d\): cannot decode it",
+        caplog.text,
+    ), caplog.text
+
+
+def test_predict_on_a_coco_folder_names_images_by_file_and_says_which_split(
+    tmp_path: Path, caplog
+) -> None:
+    folder = tiny_coco(tmp_path / "coco")
+    (folder / "sub").mkdir()
+    (folder / "img_002.png").rename(folder / "sub" / "img_002.png")
+    text = (folder / "annotations.json").read_text().replace('"img_002.png"', '"sub/img_002.png"')
+    (folder / "annotations.json").write_text(text)
+    with caplog.at_level(logging.INFO, logger="hotcv_train.datamodules.detection"):
+        dm = datamodule(
+            path=str(folder), stage="predict", val_split=None, test_split=None, test_fraction=0.5
+        )
+        dataset = dm.dataset("predict")
+    assert sorted(dataset[i]["id"] for i in range(len(dataset))) == sorted(
+        dm.splits["test"]["file_name"]
+    )
+    assert sorted(every(dm, "file_name")) == [
+        "img_000",
+        "img_001",
+        "img_003",
+        "img_004",
+        "img_005",
+        "sub/img_002",
+    ]
+    assert f"stage=predict: boxes for the 3 images of the test split of {folder}" in caplog.text
+
+
+def test_predict_on_an_image_folder_turns_photos_upright(tmp_path: Path) -> None:
+    """Training sees EXIF-rotated photos upright (datasets' decoding): so must predict."""
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 40 wide, 20 high; shown turned a quarter: 20 wide, 40 high
+    Image.new("RGB", (40, 20)).save(folder / "phone.jpg", exif=exif)
+    dm = datamodule(path=str(folder), stage="predict")
+    sample = dm.dataset("predict")[0]
+    assert sample["orig_size"].tolist() == [40, 20]
+    assert tuple(sample["image"].shape[-2:]) == (40, 20)
+
+
+# ----------------------------------------------------------------------------------------------
+# Settings
+
+
+def test_out_of_range_settings_are_listed_before_anything_loads(
+    make_config, tiny_dir: Path
+) -> None:
+    from hotcv_train.checks import check_config
+
+    cfg = make_config(
+        "task=detr_plates",
+        *detection_overrides(tiny_dir),
+        "dataset.image_size=-32",
+        "dataset.hflip=1.5",
+        "dataset.min_box_size=-1",
+        "dataset.crop_prob=2",
+        "dataset.scales=[0.5,0]",
+        "module.threshold=2",
+        "module.backbone_lr=-1",
+    )
+    with pytest.raises(UserError) as raised:
+        check_config(cfg)
+    assert sorted(raised.value.problems) == [
+        "dataset.crop_prob: must be in [0, 1], got 2",
+        "dataset.hflip: must be in [0, 1], got 1.5",
+        "dataset.image_size: must be in [1, 16384], got -32",
+        "dataset.min_box_size: must be >= 0, got -1",
+        "dataset.scales: each value must be > 0, got [0.5, 0]",
+        "module.backbone_lr: must be >= 0, got -1",
+        "module.threshold: must be in [0, 1], got 2",
+    ]
+
+
+def test_no_training_scales_is_one_line() -> None:
+    with pytest.raises(UserError, match=r"^dataset.scales: needs at least one scale"):
+        datamodule(partial(plate_rows, [[[1, 1, 5, 5]]]), scales=[])
+
+
+def test_a_zero_backbone_lr_freezes_the_backbone_not_unfreezes_it(tiny_dir: Path) -> None:
+    """0 is a learning rate (the backbone stays put), not "unset": the optimizer's must not win."""
+    from hotcv_train.models import ModelSpec
+    from hotcv_train.modules.detection import ObjectDetectionModule
+
+    spec = ModelSpec(name_or_path=str(tiny_detr(tiny_dir / "detr")))
+    module = ObjectDetectionModule(
+        spec,
+        None,
+        None,
+        backbone_lr=0.0,
+        threshold=0.5,
+        num_plot_images=0,
+        optimizer=partial(torch.optim.SGD, lr=0.1),
+        scheduler=None,
+        compile=False,
+        channels_last=False,
+    )
+    groups = module.parameter_groups()
+    assert [g.get("lr") for g in groups] == [None, 0.0]
+
+
+def test_undecodable_images_are_counted_and_predictions_named_by_file(
+    tiny_dir: Path, tmp_path: Path
+) -> None:
+    """A Roboflow-style folder whose test split has an empty file: `test/skipped` counts it, and
+    predict writes one picture per decodable test image, named by its file."""
+    folder = tmp_path / "coco"
+    for sub in ("train", "valid", "test"):
+        tiny_coco(folder / sub, n=4)
+    (folder / "test" / "img_002.png").write_bytes(b"")
+    args = [
+        "task=detr_plates",
+        f"module.model.name_or_path={tiny_detr(tiny_dir / 'detr')}",
+        f"dataset.path={folder}",
+        "module.threshold=0.0",
+    ]
+    from tests.conftest import compose_config
+
+    metrics = run(compose_config(tmp_path / "test", *args, "stage=test"))
+    assert metrics["test/samples"] == 3 and metrics["test/skipped"] == 1
+    out = tmp_path / "predict"
+    run(compose_config(out, *args, "stage=predict"))
+    records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in records) == ["img_000", "img_001", "img_003"]
+    assert sorted(r["output"] for r in records) == [f"predictions/img_00{i}.png" for i in (0, 1, 3)]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 HEIGHT, WIDTH = 64, 80
 
@@ -119,6 +121,33 @@ def coco_folder(folder: Path, data_folder: Path) -> Path:
         }
         (building / sub / "_annotations.coco.json").write_text(json.dumps(coco))
     building.rename(folder)
+    return folder
+
+
+def tiny_coco(folder: Path, n: int = 6, edit: Callable[[dict], Any] | None = None) -> Path:
+    """A plain COCO folder: `annotations.json` and n 40x32 PNGs (`img_000.png`...), one white
+    box each, category 1 `plate`; `edit(coco)` changes the JSON before it is written (a str it
+    returns is written instead, for broken files)."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    for i in range(n):
+        pixels = np.zeros((32, 40, 3), np.uint8)
+        pixels[4:12, 4 + i : 16 + i] = 255
+        Image.fromarray(pixels).save(folder / f"img_{i:03d}.png")
+        images.append({"id": 100 + i, "file_name": f"img_{i:03d}.png", "width": 40, "height": 32})
+        annotations.append(
+            {"id": i + 1, "image_id": 100 + i, "category_id": 1, "bbox": [4 + i, 4, 12, 8]}
+        )
+    coco = {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": 1, "name": "plate", "supercategory": "none"}],
+    }
+    text = edit(coco) if edit is not None else None
+    (folder / "annotations.json").write_text(text if isinstance(text, str) else json.dumps(coco))
     return folder
 
 

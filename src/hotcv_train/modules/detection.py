@@ -8,13 +8,15 @@ import inspect
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import nn
+from torchmetrics import SumMetric
 from torchmetrics.detection import MeanAveragePrecision
 from torchvision.ops import box_convert
 
+from hotcv_train.checks import Count, NonNegative, Probability, Range
 from hotcv_train.errors import UserError
 from hotcv_train.models import ModelSpec, build_model
 from hotcv_train.modules.base import TaskModule
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 LOSS_TERMS = ("loss_ce", "loss_bbox", "loss_giou")  # DETR's; others (RT-DETR's vfl...) as found
 MAP_KEYS = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_1")
 MAP_KEYS += ("mar_10", "mar_100")
+STAGES = ("train", "val", "test", "predict")
 
 
 class ObjectDetectionModule(TaskModule):
@@ -33,7 +36,8 @@ class ObjectDetectionModule(TaskModule):
     Boxes reach the model as DETR's targets (class ids, normalised cx,cy,w,h relative to each
     image's own resized size, `pixel_mask` marking the padding); predictions come back through
     the image processor's `post_process_object_detection`, rescaled with the same canvas, so
-    boxes drawn and scored land on their objects.
+    boxes drawn and scored land on their objects. A batch's `skipped` (undecodable images) is
+    summed into `<stage>/skipped`.
 
     Args:
         model: Where the model comes from; its head is resized to `num_labels`. A model built
@@ -42,7 +46,7 @@ class ObjectDetectionModule(TaskModule):
         num_labels: Number of classes (null: from the data; with no data labels, the model's own).
         label_names: Class names (null: from the data, else the model config's `id2label`).
         backbone_lr: Learning rate of the backbone (DETR's recipe: 1e-5 while the rest trains at
-            1e-4); null: the optimizer's.
+            1e-4; 0 keeps it as it is); null: the optimizer's.
         threshold: Score above which a box is drawn and written by `stage=predict` (mAP uses all).
         num_plot_images: Validation images (the same each epoch) and test images drawn with
             their true (green) and predicted (red) boxes in `plots/`.
@@ -52,11 +56,11 @@ class ObjectDetectionModule(TaskModule):
     def __init__(
         self,
         model: ModelSpec,
-        num_labels: int | None,
+        num_labels: Count | None,
         label_names: list[str] | None,
-        backbone_lr: float | None,
-        threshold: float,
-        num_plot_images: int,
+        backbone_lr: Annotated[float, Range(0)] | None,
+        threshold: Probability,
+        num_plot_images: NonNegative,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -87,6 +91,8 @@ class ObjectDetectionModule(TaskModule):
             {s: mean_average_precision(len(self.label_names)) for s in ("val", "test")}
         )
         self.plot_samples: list[dict] = []
+        # Keyed "<stage>_": a ModuleDict key cannot be "train" (nn.Module.train exists).
+        self.skipped = nn.ModuleDict({f"{s}_": SumMetric() for s in STAGES})
 
     # -- model -------------------------------------------------------------------------------
 
@@ -104,9 +110,8 @@ class ObjectDetectionModule(TaskModule):
                 (backbone if "backbone" in name.split(".") else rest).append(param)
         groups = [{"params": rest}]
         if backbone:
-            groups.append(
-                {"params": backbone, **({"lr": self.backbone_lr} if self.backbone_lr else {})}
-            )
+            lr = {} if self.backbone_lr is None else {"lr": self.backbone_lr}
+            groups.append({"params": backbone, **lr})
         return groups
 
     def detections(self, outputs: Any, sizes: torch.Tensor, threshold: float) -> list[dict]:
@@ -119,6 +124,40 @@ class ObjectDetectionModule(TaskModule):
         )
 
     # -- steps -------------------------------------------------------------------------------
+
+    def _count_skipped(self, batch: dict, stage: str) -> bool:
+        """Add the batch's undecodable images to `<stage>/skipped`; whether none is left."""
+        if "skipped" in batch:
+            self.skipped[f"{stage}_"].update(batch["skipped"])
+            if stage != "predict":
+                self.log_epoch({f"{stage}/skipped": self.skipped[f"{stage}_"]})
+        return "pixel_values" not in batch
+
+    def _warn_skipped(self, stage: str) -> None:
+        metric = self.skipped[f"{stage}_"]
+        if not metric.update_called:
+            return
+        skipped = int(metric.compute())  # synced over ranks; Lightning logs and resets it
+        if stage == "predict":
+            metric.reset()
+        if skipped and self.trainer.is_global_zero:
+            log.warning("%s: skipped %d undecodable image(s) (named above)", stage, skipped)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+        if self._count_skipped(batch, "train"):
+            return None  # every image of this batch was undecodable
+        return super().training_step(batch, batch_idx)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        if not self._count_skipped(batch, "val"):
+            super().validation_step(batch, batch_idx)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        if not self._count_skipped(batch, "test"):
+            super().test_step(batch, batch_idx)
+
+    def on_train_epoch_end(self) -> None:
+        self._warn_skipped("train")
 
     def step(self, batch: dict, stage: str) -> torch.Tensor:
         outputs = self(batch, labels=batch["labels"])
@@ -186,11 +225,13 @@ class ObjectDetectionModule(TaskModule):
         self.plot_samples = []
 
     def on_validation_epoch_end(self) -> None:
+        self._warn_skipped("val")
         self._log_map("val")
         if not self.trainer.sanity_checking:
             self._plot(f"val_boxes_epoch_{self.current_epoch:03d}.png")
 
     def on_test_epoch_end(self) -> None:
+        self._warn_skipped("test")
         self._log_map("test")
         self._plot("test_boxes.png")
 
@@ -238,6 +279,8 @@ class ObjectDetectionModule(TaskModule):
         """Boxes above `threshold` as one JSON line per image, and the image with them drawn."""
         from hotcv_train import plots
 
+        if self._count_skipped(batch, "predict"):
+            return
         preds = self.detections(self(batch), batch["orig_size"], threshold=self.threshold)
         with self._rank_file.open("a") as f:
             for sample_id, image, pred in zip(batch["id"], batch["image"], preds):
@@ -254,6 +297,7 @@ class ObjectDetectionModule(TaskModule):
                 f.write(json.dumps(record, sort_keys=True) + "\n")
 
     def on_predict_epoch_end(self) -> None:
+        self._warn_skipped("predict")
         merge_rank_predictions(self.trainer, self.predictions_dir)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
