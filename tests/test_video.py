@@ -85,6 +85,28 @@ def test_seeking_reads_the_same_frames_as_decoding_everything(
         assert frames.mean(axis=(1, 2, 3)) == pytest.approx([2 * i for i in indices], abs=2)
 
 
+# A codec each container holds, to write a clip in it; every accepted suffix must be listed.
+CODECS = {".webm": "libvpx", ".mpg": "mpeg1video", ".mpeg": "mpeg2video", ".wmv": "wmv2"}
+CODECS |= {".flv": "flv", ".ts": "mpeg2video", ".mts": "mpeg2video", ".m2ts": "mpeg2video"}
+
+
+@pytest.mark.parametrize("suffix", video_io.VIDEO_SUFFIXES)
+def test_every_accepted_suffix_is_a_container_pyav_reads(tmp_path: Path, suffix: str) -> None:
+    frames = counter_frames(24, size=64)
+    path = video_io.write_video(tmp_path / f"v{suffix}", frames, 25, CODECS.get(suffix, "mpeg4"), 6)
+    info, (clip,) = video_io.read_clips(path, lambda info: [[0, 8, info.num_frames - 1]])
+    assert info.num_frames >= 18  # MPEG-PS headers estimate the duration, a few frames short
+    np.testing.assert_array_equal(clip, video_io.read_all_frames(path)[[0, 8, info.num_frames - 1]])
+
+
+def test_a_header_without_a_usable_duration_counts_the_packets(tmp_path: Path) -> None:
+    path = video_io.write_video(tmp_path / "tiny.mpg", counter_frames(24), 25, "mpeg1video", 6)
+    container, stream = video_io.open_video(path)
+    assert round(float(stream.duration * stream.time_base) * 25) == 0  # a 2 KB MPEG-PS file
+    assert video_io.probe(container, stream).num_frames == 24
+    container.close()
+
+
 def write_timed(path: Path, frames: np.ndarray, seconds: list[float], audio: bool) -> Path:
     """Frames shown at the given times (a variable frame rate), optionally with an audio track."""
     import av
@@ -212,7 +234,136 @@ def test_a_folder_without_videos_is_one_line(make_config, tiny_dir: Path, tmp_pa
     with pytest.raises(UserError) as raised:
         run(cfg)
     (problem,) = raised.value.problems
-    assert problem.startswith(f"dataset.path: no videos (.avi, .mp4, .mkv, .webm) in {empty}")
+    suffixes = ", ".join(video_io.VIDEO_SUFFIXES)
+    assert problem.startswith(f"dataset.path: no videos ({suffixes}) in {empty}")
+
+
+def set_up(make_config, tiny_dir: Path, path: Path, stage: str = "fit"):
+    """The video datamodule of `task=videomae_ucf101` on `path`, set up for `stage`."""
+    from hydra.utils import instantiate
+
+    cfg = make_config("task=videomae_ucf101", *video_overrides(tiny_dir), f"dataset.path={path}")
+    dm = instantiate(cfg.dataset, _convert_="object")
+    dm.setup(stage)
+    return dm
+
+
+def messages(caplog: pytest.LogCaptureFixture, level: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "hotcv_train.datamodules.video" and r.levelname == level
+    ]
+
+
+def test_mov_videos_are_read_and_files_left_out_are_named(
+    make_config, tiny_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pooled = tmp_path / "pooled"
+    shutil.copytree(tiny_videos(tiny_dir / "videos") / "train", pooled)  # 4 classes of 6 .avi
+    for i in range(4):  # an iPhone's class: .mov only, upper-case suffix
+        video_io.write_video(pooled / "phone" / f"IMG_{i}.MOV", counter_frames(12), 30, "mpeg4", 6)
+    (pooled / "left" / "notes.txt").write_text("filmed in March")  # notes and hidden files: fine
+    (pooled / "left" / ".DS_Store").write_bytes(b"\0")
+    (pooled / "spin").mkdir()
+    for i in range(3):  # a container nobody asked PyAV to read: the class is gone, and said so
+        (pooled / "spin" / f"clip{i}.ogv").write_bytes(b"OggS")
+    with caplog.at_level("INFO"):
+        dm = set_up(make_config, tiny_dir, pooled)
+    assert dm.label_names == sorted([*CLASSES, "phone"])
+    phone = [i for i, item in enumerate(dm.splits["train"]) if item.label == "phone"]
+    assert len(phone) == 2  # 4 videos: 1 val, 1 test, 2 train
+    assert dm.dataset("train")[phone[0]]["pixel_values"].shape == (NUM_FRAMES, 3, 32, 32)
+    (warning,) = messages(caplog, "WARNING")
+    assert warning.startswith(
+        f"dataset.path: left out 3 file(s) under {pooled} that are not videos (.ogv 3; first: "
+        f"{pooled / 'spin' / 'clip0.ogv'}); class folder(s) ['spin'] have no videos left; "
+    )
+
+
+@pytest.mark.parametrize("name", ["valid", "validation"])
+def test_a_valid_folder_is_the_val_split_and_sizes_are_logged(
+    make_config, tiny_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, name: str
+) -> None:
+    videos = tmp_path / "videos"
+    shutil.copytree(tiny_videos(tiny_dir / "videos"), videos)
+    (videos / "val").rename(videos / name)  # Roboflow's / Kaggle's / HF's name
+    shutil.copytree(videos / "test" / "up", videos / "extra" / "up")  # in no split folder
+    extra = sorted((videos / "extra").rglob("*.avi"))
+    with caplog.at_level("INFO"):
+        dm = set_up(make_config, tiny_dir, videos)
+    assert {i.id.split("/")[0] for i in dm.splits["val"]} == {name}
+    assert {role: len(items) for role, items in dm.splits.items()} == {
+        "train": 24,
+        "val": 8,
+        "test": NUM_TEST,
+    }
+    assert f"data from {videos}: train 24, val 8 ({name}/), test {NUM_TEST} (split_seed=" in (
+        " ".join(messages(caplog, "INFO"))
+    )
+    (warning,) = messages(caplog, "WARNING")
+    assert warning.startswith(
+        f"dataset.path: left out {len(extra)} video(s) under {videos} outside the split folders "
+        f"train/, {name}/, test/ (first: {extra[0]})"
+    )
+
+
+def test_predict_takes_one_video_file(make_config, tiny_dir: Path, tmp_path: Path) -> None:
+    video = sorted((tiny_videos(tiny_dir / "videos") / "test").rglob("*.avi"))[0]
+    cfg = make_config(
+        "task=videomae_ucf101", *video_overrides(tiny_dir), f"dataset.path={video}", "stage=predict"
+    )
+    run(cfg)
+    lines = (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()
+    assert [json.loads(line)["id"] for line in lines] == [video.stem]
+
+
+@pytest.mark.parametrize(
+    ("name", "stage", "problem"),
+    [
+        ("notes.txt", "predict", "is neither a video (.avi, "),
+        ("list.csv", "fit", "is not a CSV list (binary, not text); give a CSV with a "),
+        ("clip.avi", "fit", "is one video; training and testing need a folder of class folders"),
+    ],
+)
+def test_a_file_that_is_not_a_list_is_one_line(
+    make_config, tiny_dir: Path, tmp_path: Path, name: str, stage: str, problem: str
+) -> None:
+    file = tmp_path / name
+    shutil.copy(sorted((tiny_videos(tiny_dir / "videos") / "test").rglob("*.avi"))[0], file)
+    cfg = make_config(
+        "task=videomae_ucf101", *video_overrides(tiny_dir), f"dataset.path={file}", f"stage={stage}"
+    )
+    with pytest.raises(UserError) as raised:
+        run(cfg)
+    (line,) = raised.value.problems
+    assert line.startswith(f"dataset.path: {file} {problem}")
+
+
+def test_a_list_without_labels_or_with_missing_files_names_the_fix(
+    make_config, tiny_dir: Path, tmp_path: Path
+) -> None:
+    videos = sorted((tiny_videos(tiny_dir / "videos") / "train").rglob("*.avi"))
+    listing = tmp_path / "list.csv"
+    listing.write_text("\n".join(["path,class"] + [f"{v},{v.parent.name}" for v in videos]))
+    with pytest.raises(UserError) as raised:
+        set_up(make_config, tiny_dir, listing)
+    assert raised.value.problems == [
+        f"dataset.path: {listing} has no 'label' column (columns: path, class); name the class "
+        "column label, or set dataset.with_labels=false for unlabelled videos"
+    ]
+
+    rows = [f"{v},{v.parent.name}" for v in videos]
+    rows[1] = "clips/gone.avi,left"  # line 3: the header is line 1
+    rows[5] = f"{videos[5]},"  # line 7: no label
+    listing.write_text("\n".join(["path,label", *rows]))
+    with pytest.raises(UserError) as raised:
+        set_up(make_config, tiny_dir, listing)
+    assert raised.value.problems == [
+        f"dataset.path: {listing} line 3: no video file 'clips/gone.avi' "
+        f"({tmp_path / 'clips' / 'gone.avi'})",
+        f"dataset.path: {listing} line 7: {videos[5]} has no label",
+    ]
 
 
 def test_num_frames_other_than_the_model_fails_naming_both(make_config, tiny_dir, tmp_path):

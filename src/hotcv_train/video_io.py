@@ -17,7 +17,24 @@ from pathlib import Path
 
 import numpy as np
 
-VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".webm")
+# Containers PyAV's bundled FFmpeg reads (tests/test_video.py writes and reads each): phones write
+# .mov/.3gp, camcorders .mts/.m2ts, broadcast captures .ts, older tools .mpg/.wmv/.flv.
+VIDEO_SUFFIXES = (
+    ".avi",
+    ".mp4",
+    ".mkv",
+    ".webm",
+    ".mov",
+    ".m4v",
+    ".3gp",
+    ".mpg",
+    ".mpeg",
+    ".wmv",
+    ".flv",
+    ".ts",
+    ".mts",
+    ".m2ts",
+)
 
 
 class VideoError(ValueError):
@@ -115,7 +132,10 @@ def open_video(path: str | Path):
 
 
 def probe(container, stream) -> VideoInfo:
-    """Frame count, rate and start time from the container's header (no frame is decoded)."""
+    """Frame count, rate and start time from the container's header (no frame is decoded).
+
+    Without a frame count or a duration there, the stream's packets are counted (read, not decoded).
+    """
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     if not rate or float(rate) <= 0:
         raise VideoError("it has no frame rate")
@@ -130,6 +150,10 @@ def probe(container, stream) -> VideoInfo:
         else:
             seconds = 0.0
         total = round(seconds * fps)
+    if (
+        total <= 0
+    ):  # no usable duration either (MPEG-PS guesses it from the bit rate): count packets
+        total = sum(1 for packet in container.demux(stream) if packet.size)
     if total <= 0:
         raise VideoError("it has no frames")
     return VideoInfo(num_frames=total, fps=fps, start=start)

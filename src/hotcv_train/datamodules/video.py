@@ -3,11 +3,14 @@
 Sources, by `dataset.path`:
 - a hub dataset id: the archive `dataset.name` of that dataset repo (UCF101's subset ships one
   `UCF101_subset.tar.gz`) is downloaded and extracted once into the Hugging Face cache;
-- a folder of split folders (`train/`, `val/`, `test/`) of class folders of videos;
+- a folder of split folders (`train/`, `val/` or `valid/` or `validation/`, `test/`) of class
+  folders of videos;
 - one folder of class folders (validation and test are carved per class with `split_seed`);
-- a CSV or JSON list of `path,label` rows (paths relative to the list), carved the same way.
+- a CSV or JSON list of `path,label` rows (paths relative to the list), carved the same way;
+- for `stage=predict`, one video file.
 Videos directly in a folder, outside class folders, are unlabelled: masked pretraining and
-`stage=predict` take them (predict takes every video under `dataset.path`).
+`stage=predict` take them (predict takes every video under `dataset.path`). Files that are not
+videos (`VIDEO_SUFFIXES`) are left out with one warning naming them, so no class vanishes unseen.
 
 Training reads one random clip per video; validation and test read `eval_clips` evenly spaced
 clips per video, which the module scores as one prediction for the video.
@@ -21,6 +24,7 @@ import logging
 import os
 import shutil
 import tarfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -44,6 +48,12 @@ log = logging.getLogger(__name__)
 
 MOTION_AUGMENTATIONS = ("hflip", "vflip", "time_reverse")
 LIST_SUFFIXES = (".csv", ".json", ".jsonl")
+# Files that live beside videos (notes, lists, subtitles, thumbnail caches): not left-out videos.
+NOTES = (".txt", ".md", ".csv", ".tsv", ".json", ".jsonl", ".yaml", ".yml", ".xml", ".log")
+SIDECAR_SUFFIXES = frozenset((*NOTES, ".srt", ".vtt", ".nfo", ".ini", ".db"))
+# Folder names of the validation split: ours and HF's, Roboflow's/Kaggle's `valid`.
+VAL_FOLDERS = ("val", "valid", "validation")
+MAX_LISTED = 10  # bad rows of a list named one by one; the rest counted
 
 
 @dataclass(frozen=True)
@@ -84,17 +94,39 @@ def fetch_archive(repo_id: str, filename: str, revision: str | None = None) -> P
     return entries[0] if len(entries) == 1 and entries[0].is_dir() else target
 
 
-def find_videos(folder: Path) -> list[Path]:
-    """Video files under `folder`, recursively, in a stable order."""
-    return sorted(
-        p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()
-    )
+def scan(folder: Path) -> tuple[list[Path], list[Path]]:
+    """Video files under `folder`, recursively and in a stable order, and the files left out.
+
+    Hidden files and folders (macOS `._clip.mp4` forks, `.ipynb_checkpoints`) and files expected
+    beside videos (notes, lists, subtitles) are not counted as left out: the count is there to
+    show a class lost to a container nobody told us about, not to nag about a readme.
+    """
+    videos, others = [], []
+    for path in sorted(folder.rglob("*")):
+        if any(part.startswith(".") for part in path.relative_to(folder).parts):
+            continue
+        suffix = path.suffix.lower()
+        if (suffix in VIDEO_SUFFIXES or suffix not in SIDECAR_SUFFIXES) and path.is_file():
+            (videos if suffix in VIDEO_SUFFIXES else others).append(path)
+    return videos, others
 
 
-def folder_items(folder: Path, root: Path) -> list[VideoItem]:
-    """Videos under `folder`: labelled by their class folder, unlabelled when directly in it."""
+def class_folders(files: list[Path], containers: list[Path]) -> set[Path]:
+    """The class folders (subfolders of one of `containers`) that hold some of `files`."""
+    return {
+        folder / path.relative_to(folder).parts[0]
+        for path in files
+        for folder in containers
+        if path.is_relative_to(folder) and len(path.relative_to(folder).parts) > 1
+    }
+
+
+def folder_items(videos: list[Path], folder: Path, root: Path) -> list[VideoItem]:
+    """`videos` under `folder`: labelled by their class folder, unlabelled when directly in it."""
     items = []
-    for video in find_videos(folder):
+    for video in videos:
+        if not video.is_relative_to(folder):
+            continue
         parts = video.relative_to(folder).parts
         label = parts[0] if len(parts) > 1 else None
         items.append(
@@ -103,24 +135,70 @@ def folder_items(folder: Path, root: Path) -> list[VideoItem]:
     return items
 
 
-def list_items(file: Path) -> list[VideoItem]:
-    """Rows of a CSV (`path,label` header) or JSON list (`[{"path", "label"}]`, or JSON lines)."""
-    text = file.read_text()
-    if file.suffix == ".csv":
-        rows = list(csv.DictReader(text.splitlines()))
-    elif file.suffix == ".jsonl":
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-    else:
-        rows = json.loads(text)
-    if not isinstance(rows, list) or any(not isinstance(r, dict) or "path" not in r for r in rows):
-        raise UserError(f"dataset.path: {file} must list rows with a 'path' (and 'label') field")
-    items = []
-    for row in rows:
-        path = (file.parent / row["path"]).expanduser()
-        label = row.get("label")
-        items.append(
-            VideoItem(str(path), None if label in (None, "") else str(label), str(row["path"]))
+def read_list(file: Path) -> tuple[list[tuple[str, dict]], list[str]]:
+    """`(where, row)` pairs of a CSV, JSON or JSON-lines list (`where`: its line or item) and the
+    columns it has; a file that is not such a list is a `UserError`."""
+    kind = {".csv": "CSV", ".jsonl": "JSON lines"}.get(file.suffix.lower(), "JSON")
+    fix = 'give a CSV with a "path,label" header, or JSON [{"path": ..., "label": ...}]'
+    try:
+        text = file.read_text()
+        if kind == "CSV":
+            reader = csv.DictReader(text.splitlines())
+            rows = [(f"line {reader.line_num}", row) for row in reader]
+            return rows, [c for c in reader.fieldnames or [] if c]
+        if kind == "JSON lines":
+            lines = enumerate(text.splitlines(), 1)
+            rows = [(f"line {n}", json.loads(line)) for n, line in lines if line.strip()]
+        else:
+            listed = json.loads(text)
+            rows = [(f"item {n}", row) for n, row in enumerate(listed)]
+            if not isinstance(listed, list):
+                raise ValueError("not a list")
+    except (UnicodeDecodeError, ValueError) as e:  # JSONDecodeError is a ValueError
+        reason = "binary, not text" if isinstance(e, UnicodeDecodeError) else e
+        raise UserError(f"dataset.path: {file} is not a {kind} list ({reason}); {fix}") from None
+    if any(not isinstance(row, dict) for _, row in rows):
+        raise UserError(f"dataset.path: {file} must hold one object per video; {fix}")
+    return rows, list(dict.fromkeys(key for _, row in rows for key in row))
+
+
+def list_items(file: Path, labelled: bool) -> list[VideoItem]:
+    """Rows of a CSV (`path,label` header) or JSON list (`[{"path", "label"}]`, or JSON lines).
+
+    Paths are relative to the list's folder. A listed file that does not exist, or (`labelled`) a
+    row without a label, stops the run at setup naming its row: a typo in a list is not a video
+    to skip while training.
+    """
+    rows, columns = read_list(file)
+    have = f"(columns: {', '.join(columns) or 'none'})"
+    problems = []
+    if rows and "path" not in columns:
+        problems.append(
+            f"dataset.path: {file} has no 'path' column {have}; name the video column path"
         )
+    if rows and labelled and "label" not in columns:
+        problems.append(
+            f"dataset.path: {file} has no 'label' column {have}; name the class column label, "
+            "or set dataset.with_labels=false for unlabelled videos"
+        )
+    if problems:
+        raise UserError(*problems)
+    items = []
+    for where, row in rows:
+        listed = str(row.get("path") or "")
+        path = file.parent / Path(listed).expanduser()
+        label = None if row.get("label") in (None, "") else str(row["label"])
+        if not listed or not path.is_file():
+            problems.append(f"dataset.path: {file} {where}: no video file {listed!r} ({path})")
+        elif labelled and label is None:
+            problems.append(f"dataset.path: {file} {where}: {listed} has no label")
+        else:
+            items.append(VideoItem(str(path), label, listed))
+    if len(problems) > MAX_LISTED:
+        more = len(problems) - MAX_LISTED
+        problems = [*problems[:MAX_LISTED], f"dataset.path: ... and {more} more such row(s)"]
+    if problems:
+        raise UserError(*problems)
     return items
 
 
@@ -320,11 +398,15 @@ class VideoClassificationDataModule(HFDataModule):
     def _load_splits(self) -> dict[str, Any]:
         root = self._root()
         if self.stage == "predict":  # every video, labelled or not
-            items = list_items(root) if root.is_file() else folder_items(root, root)
+            if root.is_file():
+                items = self._file_items(root, labelled=False, one_video=True)
+            else:
+                items = folder_items(self._scan(root, [root]), root, root)
             if not items:
                 raise UserError(self._no_videos(root))
+            log.info("data from %s: predict %d", self.source, len(items))
             return {"predict": items}
-        splits = self._split_items(root)
+        splits, origins = self._split_items(root)
         if not any(splits.values()):
             raise UserError(self._no_videos(root))
         if self.with_labels:
@@ -336,6 +418,12 @@ class VideoClassificationDataModule(HFDataModule):
         ]
         if problems:
             raise UserError(*problems)
+        sizes = ", ".join(
+            f"{role} {len(splits[role])}" + (f" ({origins[role]})" if role in origins else "")
+            for role in ("train", "val", "test")
+            if role in splits
+        )
+        log.info("data from %s: %s (split_seed=%d)", self.source, sizes, self.split_seed)
         return splits
 
     def _no_videos(self, root: Path) -> str:
@@ -344,24 +432,92 @@ class VideoClassificationDataModule(HFDataModule):
             "split folders of class folders of videos, class folders of videos, or a CSV/JSON list"
         )
 
-    def _split_items(self, root: Path) -> dict[str, list[VideoItem]]:
+    def _file_items(self, file: Path, labelled: bool, one_video: bool) -> list[VideoItem]:
+        """A file source: a CSV/JSON list, or (`one_video`: predict) a single video."""
+        suffix = file.suffix.lower()
+        if suffix in LIST_SUFFIXES:
+            return list_items(file, labelled)
+        if suffix in VIDEO_SUFFIXES and one_video:
+            return [VideoItem(str(file), None, file.stem)]
+        if suffix in VIDEO_SUFFIXES:
+            raise UserError(
+                f"dataset.path: {file} is one video; training and testing need a folder of class "
+                "folders of videos or a .csv/.json list (stage=predict takes one video)"
+            )
+        raise UserError(
+            f"dataset.path: {file} is neither a video ({', '.join(VIDEO_SUFFIXES)}) nor a "
+            ".csv/.json list; point it at one of those or at a folder of videos"
+        )
+
+    def _scan(self, root: Path, containers: list[Path]) -> list[Path]:
+        """Videos under `root`; warns once about the files left out and the classes they empty.
+
+        `containers` are the folders whose subfolders are classes (split folders, or `root`).
+        """
+        videos, others = scan(root)
+        if others:
+            suffixes = Counter(path.suffix.lower() or "no suffix" for path in others)
+            emptied = class_folders(others, containers) - class_folders(videos, containers)
+            lost = ""
+            if emptied:
+                names = sorted(folder.relative_to(root).as_posix() for folder in emptied)
+                lost = f"; class folder(s) {names} have no videos left"
+            log.warning(
+                "dataset.path: left out %d file(s) under %s that are not videos (%s; first: %s)%s; "
+                "videos are %s: convert the others (e.g. ffmpeg -i in.xyz out.mp4) to use them",
+                len(others),
+                root,
+                ", ".join(f"{suffix} {n}" for suffix, n in sorted(suffixes.items())),
+                others[0],
+                lost,
+                ", ".join(VIDEO_SUFFIXES),
+            )
+        return videos
+
+    def _split_folder(self, root: Path, role: str) -> Path | None:
+        """The folder of split `role`: its configured name, or for val any of `VAL_FOLDERS`."""
+        name = self.split_names[role]
+        if name is None:
+            return None
+        names = [name] + ([n for n in VAL_FOLDERS if n != name] if name in VAL_FOLDERS else [])
+        return next((root / n for n in names if (root / n).is_dir()), None)
+
+    def _split_items(self, root: Path) -> tuple[dict[str, list[VideoItem]], dict[str, str]]:
+        """Items per split, and where each split that is not a configured folder came from."""
+        all_roles = ("val", "test")
         if root.is_file():
-            if root.suffix.lower() not in LIST_SUFFIXES:
-                raise UserError(
-                    f"dataset.path: {root} is a file; give a folder or a .csv/.json list"
-                )
-            return carve(list_items(root), dict(self.fractions), self.split_seed)
-        named = {role: name for role, name in self.split_names.items() if name is not None}
-        if (root / named.get("train", "train")).is_dir():
-            splits = {}
-            for role, name in named.items():
-                folder = root / name
-                splits[role] = folder_items(folder, root) if folder.is_dir() else []
-            missing = {r: self.fractions[r] for r in ("val", "test") if not splits.get(r)}
-            if missing:  # no such split folder: carve it from train
-                splits.update(carve(splits["train"], missing, self.split_seed))
-            return splits
-        return carve(folder_items(root, root), dict(self.fractions), self.split_seed)
+            items = self._file_items(root, self.with_labels, one_video=False)
+            return self._carve(items, all_roles)
+        folders = {role: self._split_folder(root, role) for role in self.split_names}
+        if folders["train"] is None:  # one folder of class folders
+            return self._carve(folder_items(self._scan(root, [root]), root, root), all_roles)
+        found = {role: folder for role, folder in folders.items() if folder is not None}
+        videos = self._scan(root, list(found.values()))
+        splits = {role: folder_items(videos, folder, root) for role, folder in found.items()}
+        origins = {
+            role: f"{folder.name}/"
+            for role, folder in found.items()
+            if folder.name != self.split_names[role]
+        }
+        outside = [v for v in videos if not any(v.is_relative_to(f) for f in found.values())]
+        if outside:
+            log.warning(
+                "dataset.path: left out %d video(s) under %s outside the split folders %s "
+                "(first: %s); move them into one, or name their folder in dataset.*_split",
+                len(outside),
+                root,
+                ", ".join(f"{f.name}/" for f in found.values()),
+                outside[0],
+            )
+        missing = [r for r in all_roles if self.split_names[r] is None or not splits.get(r)]
+        carved, carved_origins = self._carve(splits["train"], missing)  # no split folder
+        return {**splits, **carved}, {**origins, **carved_origins}
+
+    def _carve(
+        self, items: list[VideoItem], roles: tuple[str, ...] | list[str]
+    ) -> tuple[dict[str, list[VideoItem]], dict[str, str]]:
+        fractions = {role: self.fractions[role] for role in roles}
+        return carve(items, fractions, self.split_seed), dict.fromkeys(roles, "carved from train")
 
     def _label_classes(self, splits: dict[str, list[VideoItem]], root: Path) -> None:
         unlabelled = [i for items in splits.values() for i in items if i.label is None]
