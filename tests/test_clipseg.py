@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from tests.tiny.inference_clipseg import (
     IMAGES,
     PROMPTS,
     PROMPTS_OVERRIDE,
+    stripe_masks,
     tiny_clipseg,
     tiny_images,
 )
@@ -234,6 +236,190 @@ def test_bad_module_settings_fail_before_the_model_loads(
 
 def test_test_stage_without_references_writes_outputs_only(tiny_dir: Path, tmp_path: Path) -> None:
     metrics = run(clipseg_config(tmp_path / "run", tiny_dir, "dataset.max_inputs=2"))
-    assert metrics == {}
+    assert metrics == {"test/samples": 2, "test/skipped": 0}  # no references: no test/scored
     records = read_records(tmp_path / "run")
     assert len(records) == 2 and all(r["metrics"] == {} for r in records.values())
+
+
+def users_folder(tiny: Path, tmp_path: Path) -> Path:
+    """The tiny images as a user's folder has them: with a broken file, a hidden folder and a
+    macOS AppleDouble fork beside them."""
+    folder = tmp_path / "photos"
+    shutil.copytree(tiny_images(tiny / "clipseg_images"), folder)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (folder / "._beach.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (folder / ".thumbs").mkdir()
+    shutil.copy(folder / "city.png", folder / ".thumbs" / "city.png")
+    return folder
+
+
+def test_inputs_processed_skipped_and_scored_are_counted(
+    tiny_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    photos = users_folder(tiny_dir, tmp_path)
+    masks = tmp_path / "masks"
+    shutil.copytree(stripe_masks(tiny_dir / "clipseg_masks"), masks)
+    (masks / "zoo.png").unlink()
+    overrides = [
+        f"dataset.path={photos}",
+        f"dataset.references={masks}",
+        "dataset.missing_reference=skip",
+    ]
+    metrics = run(clipseg_config(tmp_path / "run", tiny_dir, *overrides))
+    assert (metrics["test/samples"], metrics["test/skipped"]) == (len(IMAGES), 1)
+    assert metrics["test/scored"] == len(IMAGES) - 1  # zoo has no mask
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == pytest.approx(metrics)
+    assert sorted(read_records(tmp_path / "run")) == sorted(IMAGES)  # nothing hidden processed
+    assert f"cannot decode {photos / 'broken.png'}" in caplog.text
+    assert "2 of 6 input(s) have no reference" in caplog.text  # zoo, broken
+
+
+def test_hidden_files_and_folders_are_left_out(tmp_path: Path) -> None:
+    from hotcv_train.datamodules.images import find_images
+
+    Image.new("RGB", (4, 4)).save(tmp_path / "a.png")
+    for hidden in (".cache/b.png", "sub/.c.png", "._a.png", "sub/.git/d.png"):
+        (tmp_path / hidden).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (4, 4)).save(tmp_path / hidden)
+    assert find_images(tmp_path) == {"a": tmp_path / "a.png"}
+
+
+def test_a_run_that_processes_nothing_is_an_error(tiny_dir: Path, tmp_path: Path) -> None:
+    photos = users_folder(tiny_dir, tmp_path)
+    (photos / "notes.txt").write_text("not an image")
+    listed = [f"dataset.files=[{photos / 'broken.png'}]", "dataset.path=null"]
+    with pytest.raises(UserError, match=r"no input could be processed: all 1 were skipped"):
+        run(clipseg_config(tmp_path / "run", tiny_dir, *listed))
+    with pytest.raises(UserError, match=r"no input could be processed"):  # stage=predict too
+        run(clipseg_config(tmp_path / "predict", tiny_dir, *listed, "stage=predict"))
+    text = [f"dataset.files=[{photos / 'city.png'},{photos / 'notes.txt'}]", "dataset.path=null"]
+    with pytest.raises(UserError, match=r"dataset.files: .*notes.txt is not an image file"):
+        run(clipseg_config(tmp_path / "text", tiny_dir, *text))  # before the model loads
+
+
+def test_no_matching_reference_under_skip_is_a_warning(
+    tiny_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(masks / "elsewhere.png")
+    overrides = [f"dataset.references={masks}", "dataset.missing_reference=skip"]
+    metrics = run(clipseg_config(tmp_path / "run", tiny_dir, *overrides, "dataset.max_inputs=2"))
+    assert (metrics["test/samples"], metrics["test/scored"]) == (2, 0)
+    assert "test/miou" not in metrics
+    assert "none of the 2 input(s) has a reference" in caplog.text
+
+
+@pytest.mark.parametrize("policy", ["skip", "error"])
+def test_a_corrupt_reference_is_named_and_never_drops_its_input_silently(
+    policy: str, tiny_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    masks = tmp_path / "masks"
+    shutil.copytree(stripe_masks(tiny_dir / "clipseg_masks"), masks)
+    (masks / "city.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    overrides = [f"dataset.references={masks}", f"dataset.missing_reference={policy}"]
+    metrics = run(clipseg_config(tmp_path / "run", tiny_dir, *overrides))
+    records = read_records(tmp_path / "run")
+    assert str(masks / "city.png") in caplog.text
+    assert f"cannot decode {tiny_dir}" not in caplog.text  # the input itself is fine
+    if policy == "skip":  # evaluated, unscored
+        assert records["city"]["metrics"] == {} and len(records) == len(IMAGES)
+        assert (metrics["test/samples"], metrics["test/scored"]) == (len(IMAGES), len(IMAGES) - 1)
+        assert "input city is evaluated unscored" in caplog.text
+    else:  # skipped, counted, and the way to keep it named
+        assert "city" not in records and metrics["test/skipped"] == 1
+        assert "dataset.missing_reference=skip" in caplog.text
+
+
+def test_an_image_over_the_pixel_limit_is_skipped_and_named(
+    tiny_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch
+) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored after
+    # PIL refuses images over twice the limit: beach (40x56) and park (48x30) here.
+    with pytest.warns(Image.DecompressionBombWarning):  # the others are over the limit itself
+        metrics = run(clipseg_config(tmp_path / "run", tiny_dir, "dataset.max_image_pixels=600"))
+    assert (metrics["test/samples"], metrics["test/skipped"]) == (3, 2)
+    assert sorted(read_records(tmp_path / "run")) == ["city", "sub/field", "zoo"]
+    assert (
+        "skipping input beach: " in caplog.text and "raise dataset.max_image_pixels" in caplog.text
+    )
+
+
+def test_listed_files_with_one_name_keep_their_own_outputs(tiny_dir: Path, tmp_path: Path) -> None:
+    images = tiny_images(tiny_dir / "clipseg_images")
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(
+            images / f"{'city' if folder == 'a' else 'zoo'}.png", tmp_path / folder / "x.png"
+        )
+    listed = f"dataset.files=[{tmp_path / 'a' / 'x.png'},{tmp_path / 'b' / 'x.png'}]"
+    run(clipseg_config(tmp_path / "run", tiny_dir, listed, "dataset.path=null", "stage=predict"))
+    records = read_records(tmp_path / "run")
+    assert sorted(records) == ["a/x", "b/x"]
+    assert (tmp_path / "run" / "predictions" / "b" / "x.labels.png").exists()
+    twice = f"dataset.files=[{tmp_path / 'a' / 'x.png'},{tmp_path / 'a' / 'x.png'}]"
+    with pytest.raises(UserError, match=r"x\.png is listed twice"):
+        run(clipseg_config(tmp_path / "twice", tiny_dir, twice, "dataset.path=null"))
+
+
+@pytest.mark.parametrize("key", ["image_mode", "reference_mode"])
+def test_an_unknown_pil_mode_is_a_config_error(key: str, tiny_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=rf"dataset.{key}: expected one of 'RGB', .*got 'XYZ'"):
+        run(clipseg_config(tmp_path / "run", tiny_dir, f"dataset.{key}=XYZ"))
+
+
+def test_predict_ignores_references(
+    tiny_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    masks = tmp_path / "masks"  # none of the inputs has one: an error at stage=test
+    masks.mkdir()
+    overrides = [f"dataset.references={masks}", "stage=predict", "dataset.max_inputs=2"]
+    caplog.set_level(logging.INFO, logger="hotcv_train")
+    run(clipseg_config(tmp_path / "run", tiny_dir, *overrides))
+    assert len(read_records(tmp_path / "run")) == 2
+    assert "dataset.references: ignored at stage=predict" in caplog.text
+
+
+def _inputs(tmp_path: Path, references: Path, *inputs: str):
+    from hotcv_train.datamodules.images import ImageInputsDataModule
+
+    for name in inputs:
+        (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (4, 4)).save(tmp_path / "in" / name)
+    return ImageInputsDataModule(
+        path=str(tmp_path / "in"), files=None, split="test", image_column="image",
+        id_column=None, references=str(references), missing_reference="error",
+        image_mode="RGB", reference_mode="L", max_inputs=None, batch_size=1, num_workers=0,
+        max_image_pixels=None,
+    )  # fmt: skip
+
+
+def test_references_that_would_match_one_input_twice_are_an_error(tmp_path: Path) -> None:
+    refs = tmp_path / "refs"
+    (refs / "x").mkdir(parents=True)
+    (refs / "y").mkdir()
+    for name in ("a.png", "a.bmp", "x/field.png", "y/field.png", "b.png"):
+        Image.new("L", (4, 4)).save(refs / name)
+    data = _inputs(tmp_path, refs, "a.jpg", "sub/field.png", "b.png")
+    with pytest.raises(UserError) as error:
+        data.setup("test")
+    assert error.value.problems == [
+        f"dataset.references: a.bmp and a.png in {refs} share a stem, so both would match "
+        "input a; keep one",
+        "dataset.references: input sub/field has no reference at sub/field.* and 2 with its file "
+        f"name (x/field, y/field); put its reference at sub/field.<suffix> in {refs}",
+    ]
+
+
+def test_a_reference_is_matched_by_file_name_when_only_one_has_it(tmp_path: Path) -> None:
+    refs = tmp_path / "refs"
+    (refs / "sub").mkdir(parents=True)
+    for name in ("field.png", "sub/b.png", "b.png", "other/b.png"):
+        (refs / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (4, 4)).save(refs / name)
+    data = _inputs(tmp_path, refs, "sub/field.png", "sub/b.png")
+    data.setup("test")
+    assert {k: r for k, _, r in data.items} == {
+        "sub/field": refs / "field.png",  # the only one by that name
+        "sub/b": refs / "sub" / "b.png",  # the relative path first; the other b's never asked
+    }

@@ -227,6 +227,7 @@ def partial_references(tiny_dir: Path, tmp_path: Path, drop: str = "c") -> list[
 def test_an_input_without_a_reference_is_denoised_unscored(make_config, tiny_dir, tmp_path):
     metrics = run(make_config("task=maxim_denoise", *partial_references(tiny_dir, tmp_path)))
     assert metrics["test/psnr"] > metrics["test/psnr_input"]
+    assert (metrics["test/samples"], metrics["test/scored"]) == (len(PAIRS), len(PAIRS) - 1)
     run_dir = tmp_path / "run"
     records = {
         r["id"]: r

@@ -63,6 +63,9 @@ def test_two_ranks_write_every_input_exactly_once(two_ranks: tuple[Path, Path]) 
     assert not list(run_dir.rglob("predictions.rank*.jsonl"))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert 0 <= metrics["test/miou"] <= 1
+    # counted on each rank (3 + 2 inputs), summed over both
+    assert (metrics["test/samples"], metrics["test/skipped"]) == (len(IMAGES), 0)
+    assert metrics["test/scored"] == len(IMAGES)
 
 
 def test_records_do_not_depend_on_the_number_of_ranks(

@@ -51,8 +51,14 @@ def module(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     return instantiate(cfg.module, _convert_="object")
 
 
-def test_writes_each_variation_a_grid_and_scores(tiny_dir: Path, tmp_path: Path, module) -> None:
-    metrics = run_task(tmp_path / "run", tiny_dir, "module.num_variations=3")
+def test_writes_each_variation_a_grid_and_scores(
+    tiny_dir: Path, tmp_path: Path, module, caplog: pytest.LogCaptureFixture
+) -> None:
+    references = f"dataset.references={tiny_dir / 'sd_photos'}"  # ignored: the input is one
+    metrics = run_task(tmp_path / "run", tiny_dir, "module.num_variations=3", references)
+    assert (metrics["test/samples"], metrics["test/skipped"]) == (3, 0)
+    assert "test/scored" not in metrics
+    assert "dataset.references: ignored" in caplog.text
 
     found = records(tmp_path / "run")
     assert sorted(found) == ["photo0", "photo1", "sub/photo2"]

@@ -241,7 +241,7 @@ def test_a_dataset_id_that_escapes_is_refused_before_anything_is_written(
     dm = ImageInputsDataModule(
         path=str(tmp_path / "d"), files=None, split="test", image_column="image",
         id_column="name", references=None, missing_reference="error", image_mode="RGB",
-        reference_mode="RGB", max_inputs=None, batch_size=1, num_workers=0,
+        reference_mode="RGB", max_inputs=None, batch_size=1, num_workers=0, max_image_pixels=None,
     )  # fmt: skip
     with pytest.raises(UserError, match=r"dataset.id_column: .* \(row 1\) cannot name output"):
         dm.setup("test")

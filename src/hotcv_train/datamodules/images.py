@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,20 +26,40 @@ from hotcv_train.errors import UserError
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".gif"}
+# PIL modes with 8 bits per channel: what `to_tensor` can hand on as uint8 tensors.
+ImageMode = Literal["RGB", "RGBA", "L", "LA", "CMYK", "YCbCr", "LAB", "HSV"]
+# What decoding a broken file raises (PIL, and datasets' Image feature through PIL).
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError)
+
+
+def _image_files(folder: Path) -> Iterator[tuple[str, Path]]:
+    """(key, file) of the images under `folder`, sorted. Hidden files and folders (`.git`,
+    macOS `._x.jpg` forks, `.DS_Store`) are left out, as the classification loader leaves them."""
+    hidden = 0
+    for file in sorted(folder.rglob("*")):
+        relative = file.relative_to(folder)
+        if file.suffix.lower() not in IMAGE_SUFFIXES or not file.is_file():
+            continue
+        if any(part.startswith(".") for part in relative.parts):
+            hidden += 1
+            continue
+        yield relative.with_suffix("").as_posix(), file
+    if hidden:
+        log.info(
+            "%s: left out %d hidden image file(s) (a path part starting with '.')", folder, hidden
+        )
 
 
 def find_images(folder: Path) -> dict[str, Path]:
     """Images under `folder`, recursively, keyed by relative path without suffix (`sub/name`)."""
     found: dict[str, Path] = {}
-    for file in sorted(folder.rglob("*")):
-        if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file():
-            key = file.relative_to(folder).with_suffix("").as_posix()
-            if key in found:
-                raise UserError(
-                    f"dataset.path: {found[key].name} and {file.name} in {file.parent} share the "
-                    "stem that names their outputs; rename one"
-                )
-            found[key] = file
+    for key, file in _image_files(folder):
+        if key in found:
+            raise UserError(
+                f"dataset.path: {found[key].name} and {file.name} in {file.parent} share the "
+                "stem that names their outputs; rename one"
+            )
+        found[key] = file
     return found
 
 
@@ -94,7 +116,9 @@ class ImageInputs(Dataset):
     """(id, image, reference) samples; an input that fails to decode is skipped with a warning.
 
     Images and references are file paths, or row indices into `rows` (an HF dataset) that are
-    decoded only in the worker that needs them.
+    decoded only in the worker that needs them, one column at a time (a broken reference must
+    not take its input down). A reference that fails to decode (or an empty reference cell)
+    leaves its input unscored under `missing_reference="skip"`, and skips it under `"error"`.
     """
 
     def __init__(
@@ -103,53 +127,106 @@ class ImageInputs(Dataset):
         rows: Any,
         columns: tuple[str, str | None],
         modes: tuple[str, str],
+        missing_reference: str = "error",
+        max_image_pixels: int | None = None,
     ):
-        self.items, self.rows, self.columns, self.modes = items, rows, columns, modes
+        self.items, self.columns, self.modes = items, columns, modes
+        self.missing_reference, self.max_image_pixels = missing_reference, max_image_pixels
+        self.views = {}  # per column, so a row access decodes that column only
+        if rows is not None:
+            self.views = {c: rows.select_columns([c]) for c in columns if c is not None}
 
     def __len__(self) -> int:
         return len(self.items)
 
     def _open(self, source: Path | int, column: str | None, mode: str) -> torch.Tensor:
-        image = open_image(source) if isinstance(source, Path) else self.rows[source][column]
+        if isinstance(source, Path):
+            image = open_image(source)
+        else:
+            image = self.views[column][source][column]
+            if image is None:
+                raise ValueError("the cell is empty")
         return to_tensor(image, mode)
 
+    def _name(self, source: Path | int, column: str | None) -> str:
+        return str(source) if isinstance(source, Path) else f"row {source} ({column!r})"
+
     def __getitem__(self, index: int) -> dict | None:
-        key, image, reference = self.items[index]
+        from PIL import Image
+
+        if self.max_image_pixels is not None:  # set here: this may be a DataLoader worker
+            Image.MAX_IMAGE_PIXELS = self.max_image_pixels
+        key, image_source, reference_source = self.items[index]
         try:
-            return {
-                "id": key,
-                "image": self._open(image, self.columns[0], self.modes[0]),
-                "reference": None
-                if reference is None
-                else self._open(reference, self.columns[1], self.modes[1]),
-            }
-        except (OSError, SyntaxError, ValueError) as e:
-            log.warning("skipping input %s: cannot decode it (%s)", key, e)
+            image = self._open(image_source, self.columns[0], self.modes[0])
+        except Image.DecompressionBombError as e:
+            log.warning(
+                "skipping input %s: %s: %s; if you trust it, raise dataset.max_image_pixels "
+                "(PIL's Image.MAX_IMAGE_PIXELS, %d; twice that is the limit)",
+                key,
+                self._name(image_source, self.columns[0]),
+                str(e).rstrip("."),
+                Image.MAX_IMAGE_PIXELS,
+            )
             return None
+        except DECODE_ERRORS as e:
+            name = self._name(image_source, self.columns[0])
+            log.warning("skipping input %s: cannot decode %s (%s)", key, name, e)
+            return None
+        reference = None
+        if reference_source is not None:
+            try:
+                reference = self._open(reference_source, self.columns[1], self.modes[1])
+            except (*DECODE_ERRORS, Image.DecompressionBombError) as e:
+                name = self._name(reference_source, self.columns[1])
+                if self.missing_reference != "skip":
+                    log.warning(
+                        "skipping input %s: cannot decode its reference %s (%s); fix it, or set "
+                        "dataset.missing_reference=skip to evaluate such inputs unscored",
+                        key,
+                        name,
+                        e,
+                    )
+                    return None
+                log.warning(
+                    "dataset.references: cannot decode %s (%s); input %s is evaluated unscored",
+                    name,
+                    e,
+                    key,
+                )
+        return {"id": key, "image": image, "reference": reference}
 
 
-def collate_list(samples: list[dict | None]) -> list[dict]:
-    """Inputs keep their own sizes: a batch is a list of samples (undecodable ones dropped)."""
-    return [s for s in samples if s is not None]
+def collate_list(samples: list[dict | None]) -> dict:
+    """Inputs keep their own sizes: a batch holds a list of samples and how many of its inputs
+    were undecodable (dropped here, counted by the module)."""
+    kept = [s for s in samples if s is not None]
+    return {"samples": kept, "skipped": len(samples) - len(kept)}
 
 
 class ImageInputsDataModule(L.LightningDataModule):
     """Images to run a pretrained model on, sharded across ranks with each input seen once.
 
     Args:
-        path: An image folder (searched recursively), a `save_to_disk` folder, or a hub dataset id.
-        files: Explicit list of image files, instead of `path`.
+        path: An image folder (searched recursively; hidden files and folders left out), a
+            `save_to_disk` folder, or a hub dataset id.
+        files: Explicit list of image files, instead of `path`; named by their path below the
+            folder they all share (just the file name when they share their folder).
         split: Split of an HF dataset.
         image_column: Image column of an HF dataset.
         id_column: Column naming each row's outputs; null uses the row index.
         references: Folder of references (masks, clean images) matched to inputs by relative
-            stem, or the reference column of an HF dataset. Null: no scoring.
-        missing_reference: `error` stops before work; `skip` evaluates that input without one.
+            stem, else by file name when exactly one reference has it; or the reference column
+            of an HF dataset. Null: no scoring. Ignored at `stage=predict`.
+        missing_reference: `error` stops before work (and skips an input whose reference cannot
+            be decoded); `skip` evaluates such inputs unscored.
         image_mode: PIL mode inputs are converted to (RGB).
         reference_mode: PIL mode references are converted to (L for label masks, RGB for images).
         max_inputs: Keep only the first N inputs (null: all).
         batch_size: Inputs per device per step.
         num_workers: DataLoader processes per device.
+        max_image_pixels: PIL's decompression-bomb guard (`Image.MAX_IMAGE_PIXELS`): an image of
+            more than twice this many pixels is skipped; null keeps PIL's 89478485.
     """
 
     def __init__(
@@ -161,11 +238,12 @@ class ImageInputsDataModule(L.LightningDataModule):
         id_column: str | None,
         references: str | None,
         missing_reference: Literal["error", "skip"],
-        image_mode: str,
-        reference_mode: str,
+        image_mode: ImageMode,
+        reference_mode: ImageMode,
         max_inputs: Count | None,
         batch_size: Count,
         num_workers: Workers | Literal["auto"],
+        max_image_pixels: Count | None,
     ):
         super().__init__()
         if (path is None) == (files is None):
@@ -175,52 +253,133 @@ class ImageInputsDataModule(L.LightningDataModule):
         self.references, self.missing_reference = references, missing_reference
         self.image_mode, self.reference_mode = image_mode, reference_mode
         self.max_inputs, self.batch_size, self.num_workers = max_inputs, batch_size, num_workers
+        self.max_image_pixels = max_image_pixels
         self.items: list[tuple[str, Path | int, Path | int | None]] | None = None
         self.rows: Any = None  # the HF dataset, when inputs come from one
 
     def setup(self, stage: str | None = None) -> None:
         if self.items is None:
+            if stage == "predict" and self.references is not None:
+                log.info(
+                    "dataset.references: ignored at stage=predict, which writes outputs only "
+                    "(stage=test scores against them)"
+                )
+                self.references = None
             self.items = self._load_items()
 
     def _load_items(self) -> list[tuple[str, Path | int, Path | int | None]]:
-        if self.files is not None:
-            missing = [f for f in self.files if not Path(f).expanduser().is_file()]
-            if missing:
-                raise UserError(*(f"dataset.files: no such file: {f}" for f in missing))
-            inputs = {Path(f).with_suffix("").name: Path(f).expanduser() for f in self.files}
+        if self.files is not None or (
+            looks_local(self.path) and not _is_saved_dataset(Path(self.path).expanduser())
+        ):
+            if self.files is not None:
+                inputs = self._listed_files()
+            else:
+                folder = Path(self.path).expanduser()
+                if not folder.is_dir():
+                    raise UserError(f"dataset.path: not a folder of images: {self.path}")
+                inputs = find_images(folder)
+            if self.max_inputs is not None:  # before matching: the others need no reference
+                inputs = dict(list(inputs.items())[: self.max_inputs])
             items = self._match_folder_references(inputs)
-        elif looks_local(self.path) and not _is_saved_dataset(Path(self.path).expanduser()):
-            folder = Path(self.path).expanduser()
-            if not folder.is_dir():
-                raise UserError(f"dataset.path: not a folder of images: {self.path}")
-            items = self._match_folder_references(find_images(folder))
         else:
-            items = self._dataset_items()
-        if self.max_inputs is not None:
-            items = items[: self.max_inputs]
+            items = self._dataset_items()[: self.max_inputs]
         if not items:
             raise UserError(f"dataset.path: no images found in {self.path or self.files}")
         return items
 
+    def _listed_files(self) -> dict[str, Path]:
+        """`dataset.files` keyed by their path below the folder they share, without suffix, so
+        `a/x.png` and `b/x.png` get outputs of their own (`a/x`, `b/x`), as under `dataset.path`."""
+        assert self.files is not None
+        problems, paths = [], [Path(f).expanduser() for f in self.files]
+        for given, path in zip(self.files, paths):
+            if not path.is_file():
+                problems.append(f"dataset.files: no such file: {given}")
+            elif path.suffix.lower() not in IMAGE_SUFFIXES:
+                problems.append(
+                    f"dataset.files: {given} is not an image file (suffixes: "
+                    f"{', '.join(sorted(IMAGE_SUFFIXES))}); list image files only"
+                )
+        if problems:
+            raise UserError(*problems)
+        absolute = [Path(os.path.abspath(p)) for p in paths]  # links keep their own names
+        root = Path(os.path.commonpath([p.parent for p in absolute]))
+        found: dict[str, Path] = {}
+        for given, path, full in zip(self.files, paths, absolute):
+            key = full.relative_to(root).with_suffix("").as_posix()
+            if key in found:
+                same = Path(os.path.abspath(found[key])) == full
+                raise UserError(
+                    f"dataset.files: {given} is listed twice; list each file once"
+                    if same
+                    else f"dataset.files: {found[key]} and {given} share the stem that names "
+                    "their outputs; rename one"
+                )
+            found[key] = path
+        return found
+
     def _match_folder_references(
         self, inputs: dict[str, Path]
     ) -> list[tuple[str, Path, Path | None]]:
-        refs: dict[str, Path] = {}
-        if self.references is not None:
-            folder = Path(self.references).expanduser()
-            if not folder.is_dir():
-                raise UserError(f"dataset.references: no such folder: {self.references}")
-            refs = find_images(folder)
-            by_name = {Path(k).name: v for k, v in refs.items()}
-            refs = {k: refs.get(k) or by_name.get(Path(k).name) for k in inputs}
-            missing = [k for k, v in refs.items() if v is None]
-            if missing and self.missing_reference == "error":
-                raise UserError(
-                    f"dataset.references: no reference for {len(missing)} input(s) in "
-                    f"{self.references} (first: {missing[0]}); add them or set "
-                    "dataset.missing_reference=skip to evaluate those inputs unscored"
-                )
-        return [(k, v, refs.get(k)) for k, v in inputs.items()]
+        """Each input's reference: the one at its relative stem, else the only one with its file
+        name (a flat folder of masks for nested inputs, or the other way round)."""
+        if self.references is None:
+            return [(k, v, None) for k, v in inputs.items()]
+        folder = Path(self.references).expanduser()
+        if not folder.is_dir():
+            raise UserError(f"dataset.references: no such folder: {self.references}")
+        by_key: dict[str, list[Path]] = {}
+        by_name: dict[str, list[str]] = {}
+        for key, file in _image_files(folder):
+            by_key.setdefault(key, []).append(file)
+        for key in by_key:
+            by_name.setdefault(Path(key).name, []).append(key)
+        refs: dict[str, Path | None] = {}
+        problems: dict[str, None] = {}  # ordered, each once
+        for key in inputs:
+            found = by_key.get(key)
+            if found is None:
+                names = by_name.get(Path(key).name, [])
+                if len(names) > 1:
+                    problems[
+                        f"dataset.references: input {key} has no reference at {key}.* and "
+                        f"{len(names)} with its file name ({', '.join(names)}); put its "
+                        f"reference at {key}.<suffix> in {self.references}"
+                    ] = None
+                found = by_key[names[0]] if names else None
+            if found is not None and len(found) > 1:
+                problems[
+                    f"dataset.references: {found[0].name} and {found[1].name} in "
+                    f"{found[0].parent} share a stem, so both would match input {key}; keep one"
+                ] = None
+            refs[key] = found[0] if found else None
+        if problems:
+            raise UserError(*problems)
+        missing = [k for k, v in refs.items() if v is None]
+        if missing and self.missing_reference == "error":
+            raise UserError(
+                f"dataset.references: no reference for {len(missing)} input(s) in "
+                f"{self.references} (first: {missing[0]}); add them or set "
+                "dataset.missing_reference=skip to evaluate those inputs unscored"
+            )
+        if len(missing) == len(inputs):
+            log.warning(
+                "dataset.references: none of the %d input(s) has a reference in %s, so nothing "
+                "is scored; references match by path without suffix (e.g. %s.png)",
+                len(inputs),
+                self.references,
+                missing[0],
+            )
+        elif missing:
+            log.warning(
+                "dataset.references: %d of %d input(s) have no reference in %s and are "
+                "evaluated unscored (first: %s)",
+                len(missing),
+                len(inputs),
+                self.references,
+                missing[0],
+            )
+        return [(k, v, refs[k]) for k, v in inputs.items()]
 
     def _dataset_items(self) -> list[tuple[str, int, int | None]]:
         data = load_source(self.path, None, None)
@@ -261,6 +420,8 @@ class ImageInputsDataModule(L.LightningDataModule):
             self.rows,
             (self.image_column, self.references),
             (self.image_mode, self.reference_mode),
+            self.missing_reference,
+            self.max_image_pixels,
         )
 
     def test_dataloader(self) -> DataLoader:

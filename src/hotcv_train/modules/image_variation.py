@@ -48,6 +48,8 @@ class ImageVariationModule(InferenceModule):
         seed: Global seed (see `InferenceModule`).
     """
 
+    uses_references = False  # each input is its own reference
+
     def __init__(
         self,
         model: ModelSpec,
@@ -82,6 +84,11 @@ class ImageVariationModule(InferenceModule):
 
     def setup(self, stage: str) -> None:
         """Half precision on a CPU is slow or unsupported: fall back before the weights move."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if stage == "test" and getattr(datamodule, "references", None) is not None:
+            log.warning(
+                "dataset.references: ignored; variations are scored against their own input"
+            )
         device = self.trainer.strategy.root_device
         if device.type == "cpu" and self.dtype_name != "float32":
             log.warning(
