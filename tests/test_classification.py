@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -328,3 +329,150 @@ def test_one_data_file_is_a_source_and_other_files_are_named(tmp_path: Path) -> 
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(UserError, match=r"notes.txt is a file datasets cannot read as data"):
         load_source(str(tmp_path / "notes.txt"), None, None)
+
+
+def test_a_users_image_folder_classes_splits_and_mistakes(
+    make_config, tiny_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Class folders with subfolders of their own are one class each (not one per subfolder);
+    a val/ folder is the validation split (not carved); a class only test/ has is named; loose
+    images with no class folders are one line saying so."""
+    from hydra.utils import instantiate
+
+    from hotcv_train.errors import UserError
+
+    names = ["red", "green", "blue", "grey"]
+    folder = tmp_path / "photos"
+    counts = {"train": 24, "val": 8, "test": 8}
+    for split, n in counts.items():
+        images, labels = colour_images(n, seed=len(split))
+        for i, (image, label) in enumerate(zip(images, labels)):
+            name = "purple" if split == "test" and label == 2 else names[label]  # a typo in test/
+            path = folder / split / name / ["indoor", "outdoor"][i % 2] / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            image.save(path)
+    cfg = make_config(
+        "task=vit_cifar10", *classification_overrides(tiny_dir), f"dataset.path={folder}"
+    )
+    dm = instantiate(cfg.dataset, _convert_="object")
+    with caplog.at_level("WARNING"):
+        dm.setup("fit")
+    assert dm.label_names == ["blue", "green", "grey", "purple", "red"]
+    assert {k: len(v) for k, v in dm.splits.items()} == counts  # val/ used as it is
+    rows = dm.splits["train"]
+    red = rows.filter(lambda r: r == dm.label_names.index("red"), input_columns="label")
+    assert len(red) == 6 and all(np.asarray(i).mean(axis=(0, 1)).argmax() == 0 for i in red["img"])
+    assert any(
+        "['purple']" in r.getMessage() and "no training images" in r.getMessage()
+        for r in caplog.records
+    )
+
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i, image in enumerate(colour_images(4, seed=0)[0]):
+        image.save(flat / f"{i}.png")
+    cfg = make_config(
+        "task=vit_cifar10", *classification_overrides(tiny_dir), f"dataset.path={flat}"
+    )
+    with pytest.raises(
+        UserError, match=r"dataset.path: the images in .*flat are not in class folders"
+    ):
+        instantiate(cfg.dataset, _convert_="object").setup("fit")
+
+
+def test_checkpoints_of_other_classes_or_with_nothing_left_to_train_are_named(
+    tiny_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Resuming a run that has trained all its epochs says so; testing a checkpoint on data with
+    the same number of classes under other names warns; a checkpoint with another number of
+    classes is one error, with no interrupted.ckpt written for a run that never trained."""
+    import datasets
+
+    from hotcv_train.errors import UserError
+    from tests.conftest import compose_config
+
+    base = ["task=vit_cifar10", *classification_overrides(tiny_dir)]
+    run(compose_config(tmp_path / "fit", *base, "test_after_fit=false"))
+    last = tmp_path / "fit" / "checkpoints" / "last.ckpt"
+
+    with caplog.at_level("WARNING"):
+        run(compose_config(tmp_path / "again", *base, f"ckpt_path={last}", "test_after_fit=false"))
+    assert any("nothing is left to train" in r.getMessage() for r in caplog.records)
+
+    data = datasets.load_from_disk(str(tiny_dir / "cifar"))
+    renamed = data.cast_column("label", datasets.ClassLabel(names=["cat", "dog", "fox", "owl"]))
+    renamed.save_to_disk(str(tmp_path / "renamed"))
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        run(
+            compose_config(
+                tmp_path / "test",
+                *base,
+                "stage=test",
+                f"ckpt_path={last}",
+                f"dataset.path={tmp_path / 'renamed'}",
+            )
+        )
+    assert any(
+        "classes ['red', 'green', 'blue', 'grey'] are not the data's ['cat', 'dog', 'fox', 'owl']"
+        in r.getMessage()
+        for r in caplog.records
+    )
+
+    two = data.filter(lambda label: label < 2, input_columns="label")
+    two.cast_column("label", datasets.ClassLabel(names=["a", "b"])).save_to_disk(
+        str(tmp_path / "two")
+    )
+    other = tmp_path / "other"
+    with pytest.raises(UserError, match=r"holds weights of another model"):
+        run(
+            compose_config(
+                other,
+                *base,
+                f"ckpt_path={last}",
+                f"dataset.path={tmp_path / 'two'}",
+                "trainer.max_epochs=2",
+            )
+        )
+    assert not (other / "checkpoints" / "interrupted.ckpt").exists()
+
+
+def test_a_csv_list_of_image_files_and_class_names(make_config, tiny_dir: Path, tmp_path: Path):
+    """`path,label` rows as a user writes them: paths relative to the list, class names as
+    text, numbered alike in every split; a listed file that is missing is one line."""
+    from hydra.utils import instantiate
+
+    from hotcv_train.errors import UserError
+
+    names = ["red", "green", "blue", "grey"]
+    folder = tmp_path / "shots"
+    (folder / "pics").mkdir(parents=True)
+    lines = ["file,kind"]
+    for i, (image, label) in enumerate(zip(*colour_images(20, seed=4))):
+        image.save(folder / "pics" / f"{i}.png")
+        lines.append(f"pics/{i}.png,{names[label]}")
+    (folder / "list.csv").write_text("\n".join(lines) + "\n")
+    overrides = [
+        "task=vit_cifar10",
+        *classification_overrides(tiny_dir),
+        f"dataset.path={folder / 'list.csv'}",
+        "dataset.image_column=file",
+        "dataset.label_column=kind",
+    ]
+    dm = instantiate(make_config(*overrides).dataset, _convert_="object")
+    dm.setup("fit")
+    assert dm.label_names == sorted(names)
+    rows = dm.splits["train"]
+    for image, label in zip(rows["file"], rows["kind"]):  # each image under its own class
+        name, means = dm.label_names[label], np.asarray(image).mean(axis=(0, 1))
+        if name == "grey":
+            assert means.max() - means.min() < 30, means
+        else:
+            assert means.argmax() == names.index(name), (name, means)
+
+    (folder / "list.csv").write_text("\n".join([*lines, "pics/gone.png,red"]) + "\n")
+    dm = instantiate(make_config(*overrides).dataset, _convert_="object")
+    with pytest.raises(
+        UserError, match=r"1 file\(s\) listed in .*list.csv do not exist \(first: .*gone.png\)"
+    ):
+        dm.setup("fit")

@@ -173,6 +173,14 @@ def test_predict_stage_on_a_module_without_one(make_config, tiny_dir: Path) -> N
     ]
 
 
+def test_fit_stage_on_an_eval_only_job(make_config, tmp_path: Path) -> None:
+    cfg = make_config("task=clipseg_zeroshot", f"dataset.path={tmp_path}", "stage=fit")
+    assert problems_of(cfg) == [
+        "stage: ZeroShotSegmentationModule is eval-only (nothing to train); use stage=test "
+        "(scores with dataset.references) or stage=predict (outputs only)"
+    ]
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_lightning_rejecting_a_setting_is_one_line_naming_the_group(
     make_config, tiny_dir: Path

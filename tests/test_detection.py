@@ -529,6 +529,15 @@ def test_coco_sizes_and_string_ids_come_as_they_are(tmp_path: Path) -> None:
     assert all(len(o["bbox"]) == 1 for o in every(dm, "objects")), "every box found its image"
 
 
+def test_one_coco_annotation_file_of_any_name_is_a_source(tmp_path: Path) -> None:
+    """`dataset.path=.../instances_train.json`: COCO's own file names, images beside it."""
+    folder = tiny_coco(tmp_path / "coco")
+    (folder / "annotations.json").rename(folder / "instances_train.json")
+    dm = coco_datamodule(folder / "instances_train.json")
+    assert sum(len(rows) for rows in dm.splits.values()) == 6
+    assert dm.label_names == ["plate"]
+
+
 def test_coco_sizes_that_differ_from_the_files_stop_the_run(tmp_path: Path) -> None:
     """Images resized after the export: its boxes would land on the wrong pixels."""
 

@@ -83,8 +83,10 @@ class SaveOnInterrupt(L.Callback):
             isinstance(exception, UserError) and not isinstance(exception, BadSample)
         ):
             return
-        if not (trainer.training or trainer.validating or trainer.sanity_checking):
-            return  # before the loops ran (e.g. restoring a checkpoint failed): nothing to save
+        if trainer.global_step == 0 or not (
+            trainer.training or trainer.validating or trainer.sanity_checking
+        ):
+            return  # nothing trained yet, or restoring a checkpoint failed: nothing to save
         trainer.save_checkpoint(self.ckpt_path)
         rank_zero_warn(
             f"{type(exception).__name__} at epoch {trainer.current_epoch}, "

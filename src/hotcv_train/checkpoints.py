@@ -56,28 +56,51 @@ class SafeCheckpointIO(TorchCheckpointIO):
 
 def readable(path: Path) -> bool:
     """Whether `path` loads as a checkpoint (weights-only, memory-mapped: no tensor is read)."""
-    import torch
-
-    import hotcv_train.models  # noqa: F401  (registers ModelSpec for weights-only loads)
-
     try:
-        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        read_checkpoint(str(path))
     except Exception:
         return False
     return True
 
 
-def saved_labels(ckpt_path: str) -> dict[str, Any]:
-    """The classes a checkpoint's model was trained on (`num_labels`, `label_names`), as saved in
-    its hyperparameters: what `stage=predict` on unlabelled inputs builds the model with."""
+def read_checkpoint(ckpt_path: str) -> dict[str, Any]:
+    """A checkpoint's contents, weights-only and memory-mapped (no tensor is read)."""
     import torch
 
     import hotcv_train.models  # noqa: F401  (registers ModelSpec for weights-only loads)
 
-    saved = torch.load(
-        Path(ckpt_path).expanduser(), map_location="cpu", weights_only=True, mmap=True
-    ).get("hyper_parameters", {})
+    path = Path(ckpt_path).expanduser()
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+
+
+def saved_labels(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The classes a checkpoint's model was trained on (`num_labels`, `label_names`), as saved in
+    its hyperparameters: what `stage=predict` on unlabelled inputs builds the model with."""
+    saved = checkpoint.get("hyper_parameters", {})
     return {k: saved[k] for k in ("num_labels", "label_names") if saved.get(k) is not None}
+
+
+def checkpoint_notes(
+    checkpoint: dict[str, Any], ckpt_path: str, data_labels: list[str] | None, max_epochs: Any
+) -> list[str]:
+    """What a user should hear before a fit or test from `checkpoint`: the same number of
+    classes under other names (the weights load, the scores would compare class i with class
+    i), and a fit that has no epoch left to train."""
+    notes = []
+    names = saved_labels(checkpoint).get("label_names")
+    if names and data_labels and len(names) == len(data_labels) and names != data_labels:
+        notes.append(
+            f"ckpt_path: the checkpoint's classes {names} are not the data's {data_labels}; "
+            "class i of the model is taken as class i of the data"
+        )
+    done = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
+    epochs = done.get("current", {}).get("processed")
+    if max_epochs is not None and max_epochs >= 0 and epochs is not None and epochs >= max_epochs:
+        notes.append(
+            f"ckpt_path: {ckpt_path} has trained {epochs} epoch(s), trainer.max_epochs="
+            f"{max_epochs}: nothing is left to train; raise trainer.max_epochs to train on"
+        )
+    return notes
 
 
 def check_checkpoint(ckpt_path: str) -> None:

@@ -127,6 +127,11 @@ def _check_run_keys(tree: dict) -> list[str]:
             f"stage: {target.rsplit('.', 1)[-1]} has no predict stage; use stage=test to "
             "evaluate (it writes metrics.json and plots)"
         )
+    if tree.get("stage") == "fit" and target and not _overrides(target, "training_step"):
+        problems.append(
+            f"stage: {target.rsplit('.', 1)[-1]} is eval-only (nothing to train); use "
+            "stage=test (scores with dataset.references) or stage=predict (outputs only)"
+        )
     seed = tree.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         problems.append(f"seed: must be a whole number in [0, 2**32), got {seed!r}")

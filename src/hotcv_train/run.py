@@ -13,6 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 from hotcv_train.checkpoints import (
     SafeCheckpointIO,
     check_checkpoint,
+    checkpoint_notes,
+    read_checkpoint,
     restore_errors,
     saved_labels,
 )
@@ -55,8 +57,16 @@ def run(cfg: DictConfig) -> dict[str, float]:
     datamodule = instantiate(cfg.dataset, "dataset")
     datamodule.setup(cfg.stage)  # load and check the data before any model loads
     facts = getattr(datamodule, "module_kwargs", dict)()
-    if cfg.stage == "predict" and cfg.ckpt_path is not None:  # the checkpoint's classes
-        facts.update(saved_labels(cfg.ckpt_path))
+    if cfg.ckpt_path is not None:
+        saved = read_checkpoint(cfg.ckpt_path)
+        if cfg.stage == "predict":  # the checkpoint's classes name the predictions
+            facts.update(saved_labels(saved))
+        else:
+            max_epochs = cfg.trainer.get("max_epochs") if cfg.stage == "fit" else None
+            for note in checkpoint_notes(
+                saved, cfg.ckpt_path, facts.get("label_names"), max_epochs
+            ):
+                log.warning(note)
     module = instantiate(cfg.module, "module", **from_data(cfg.module, facts))
     callbacks = [instantiate(c, f"callbacks.{k}") for k, c in (cfg.callbacks or {}).items() if c]
     callbacks.append(CtrlCStops())

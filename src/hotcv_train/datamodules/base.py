@@ -20,6 +20,10 @@ from hotcv_train.hub import hub_errors
 log = logging.getLogger(__name__)
 
 
+# What sources call their validation split (an image folder's val/ or valid/ folder is
+# `validation`): used when dataset.val_split is null or names a split the source lacks.
+VAL_SPLITS = ("validation", "valid", "val", "dev")
+
 # One data file as dataset.path: the packaged builder that reads it.
 DATA_FILE_BUILDERS = {
     ".parquet": "parquet",
@@ -357,6 +361,11 @@ class HFDataModule(L.LightningDataModule):
     def source(self) -> str:
         return self.path or getattr(self.generator, "func", self.generator).__name__
 
+    def prepare(self, data: Any) -> Any:
+        """The whole source (every split) as loaded, before splits are picked and carved: where
+        what must agree across splits is decided (e.g. class ids of string labels)."""
+        return data
+
     def adapt(self, rows: Any) -> Any:
         """A split as loaded, brought to the configured schema (e.g. renamed columns)."""
         return rows
@@ -393,7 +402,9 @@ class HFDataModule(L.LightningDataModule):
             self.splits = self._load_splits()
 
     def _load_splits(self) -> dict[str, Any]:
-        data = load_source(self.path, self.name, self.generator, self.revision, self.data_dir)
+        data = self.prepare(
+            load_source(self.path, self.name, self.generator, self.revision, self.data_dir)
+        )
         available = ", ".join(data)
         train = self.split_names["train"]
         if train not in data:
@@ -404,6 +415,14 @@ class HFDataModule(L.LightningDataModule):
         splits, carve, problems = {"train": data[train]}, [], []
         for role in ("test", "val"):  # test first: its carve must not depend on val_fraction
             split = self.split_names[role]
+            if role == "val" and split not in data:  # the source's own validation split, if any
+                taken = {train, self.split_names["test"]}
+                found = next((n for n in VAL_SPLITS if n in data and n not in taken), None)
+                if found is not None:
+                    log.info(
+                        "dataset.val_split: validating on the %r split of %s", found, self.source
+                    )
+                    split = found
             if split is not None and split in data:
                 splits[role] = data[split]
             elif split is None or list(data) == [train]:  # a folder of class folders has only train
@@ -459,6 +478,12 @@ class HFDataModule(L.LightningDataModule):
         ids = None
         if role == "predict":
             ids = self.predict_ids if split == "predict" else range(len(rows))
+            if split == "test":
+                log.info(
+                    "predicting the test split of %s: %d rows, named by number",
+                    self.source,
+                    len(rows),
+                )
         return RowDataset(rows, self.to_sample(role), role, cache=self.cached(role), ids=ids)
 
     def train_dataloader(self) -> DataLoader:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -21,6 +22,8 @@ from hotcv_train.datamodules.preprocessing import (
 )
 from hotcv_train.errors import UserError
 
+log = logging.getLogger(__name__)
+
 
 def classification_sample(row: dict, transform: Callable, image_column: str, label_column: str):
     sample = {"pixel_values": transform(to_rgb(row[image_column]))}
@@ -35,6 +38,64 @@ def image_rows(files: list[Path], image_column: str) -> Any:
 
     features = datasets.Features({image_column: datasets.Image()})
     return datasets.Dataset.from_dict({image_column: [str(f) for f in files]}, features=features)
+
+
+SPLIT_FOLDERS = {
+    "train",
+    "training",
+    "test",
+    "testing",
+    "val",
+    "valid",
+    "validation",
+    "dev",
+    "eval",
+}
+
+
+def top_folder_classes(data: Any, root: Path) -> Any:
+    """An image folder's splits labelled by the folder right below `root` (or below a split
+    folder).
+
+    datasets labels each image by its parent folder, so `cats/2019/a.jpg` would be a class
+    `2019`; a demanding user means `cats`. Names come from the whole tree, so every split
+    numbers the classes alike.
+    """
+    from datasets import ClassLabel, DatasetDict, Image
+
+    classes = {}
+    for split, rows in data.items():
+        paths = [Path(v["path"]) for v in rows.cast_column("image", Image(decode=False))["image"]]
+        try:
+            classes[split] = [class_of(p, root) for p in paths]
+        except ValueError:  # files outside the folder (links): keep datasets' labels
+            return data
+    if all(
+        found == [rows.features["label"].names[i] for i in rows["label"]]
+        for found, rows in zip(classes.values(), data.values())
+    ):
+        return data  # one folder level per class: as loaded
+    names = sorted({c for found in classes.values() for c in found})
+    log.info("dataset: classes are the folders right below %s: %s", root, names)
+    index = {name: i for i, name in enumerate(names)}
+    return DatasetDict(
+        {
+            split: rows.remove_columns("label")
+            .add_column("label", [index[c] for c in classes[split]])
+            .cast_column("label", ClassLabel(names=names))
+            for split, rows in data.items()
+        }
+    )
+
+
+def file_in(path: str | None, folder: str, column: str) -> dict:
+    """A listed image path, made absolute against the list's folder."""
+    return {column: str(Path(folder, path).expanduser()) if path else path}
+
+
+def class_of(path: Path, root: Path) -> str:
+    parts = path.resolve().relative_to(root.resolve()).parts
+    return parts[1] if len(parts) > 2 and parts[0].lower() in SPLIT_FOLDERS else parts[0]
 
 
 def image_tensor(image: Any) -> torch.Tensor:
@@ -140,6 +201,42 @@ class ImageClassificationDataModule(HFDataModule):
         if self.preprocessing is None:
             self.preprocessing = resolve_preprocessing(self.processor, *self.overrides)
 
+    def prepare(self, data: Any) -> Any:
+        """Classes numbered alike in every split: an image folder's by its top folders, a CSV/JSON
+        list's (image paths relative to it, class names or ids) by sorted name."""
+        from datasets import ClassLabel, Image, Value
+
+        first = next(iter(data.values()))
+        if first.info.builder_name == "imagefolder" and {"image", "label"} <= set(first.features):
+            return top_folder_classes(data, Path(self.path).expanduser())
+        image, label = (first.features.get(c) for c in (self.image_column, self.label_column))
+        if isinstance(image, Value) and image.dtype in ("string", "large_string") and self.path:
+            source = Path(self.path).expanduser()
+            folder = source if source.is_dir() else source.parent
+            data = data.map(
+                file_in,
+                input_columns=self.image_column,
+                fn_kwargs={"folder": str(folder), "column": self.image_column},
+            )
+            missing = [
+                p
+                for rows in data.values()
+                for p in rows[self.image_column]
+                if not Path(p).is_file()
+            ]
+            if missing:
+                raise UserError(
+                    f"dataset.image_column: {len(missing)} file(s) listed in {self.path} do not "
+                    f"exist (first: {missing[0]}); paths are read relative to {folder}"
+                )
+            data = data.cast_column(self.image_column, Image())
+        if isinstance(label, Value) and label.dtype in ("string", "large_string"):
+            names = sorted(
+                {v for rows in data.values() for v in rows.unique(self.label_column) if v}
+            )
+            data = data.cast_column(self.label_column, ClassLabel(names=names))
+        return data
+
     def adapt(self, rows: Any) -> Any:
         if (
             rows.info.builder_name == "imagefolder"
@@ -154,6 +251,12 @@ class ImageClassificationDataModule(HFDataModule):
 
         if self.predicting:  # labels, where there are any, are not used
             return missing_columns(rows, self.source, image_column=self.image_column)
+        if rows.info.builder_name == "imagefolder" and "label" not in rows.column_names:
+            return [
+                f"dataset.path: the images in {self.source} are not in class folders (or not all "
+                "at the same depth); put each class's images in a folder named after it, "
+                "optionally inside train/ val/ test/ folders"
+            ]
         problems = missing_columns(
             rows, self.source, image_column=self.image_column, label_column=self.label_column
         )
@@ -180,6 +283,15 @@ class ImageClassificationDataModule(HFDataModule):
         if split == "train":  # checked first: the other splits must fit its classes
             if self.label_names is None:
                 self.label_names = names
+            present = set(rows.unique(self.label_column))
+            unseen = [n for i, n in enumerate(names) if i not in present]
+            if unseen:  # e.g. a class folder misspelt in test/, or a class of one carved image
+                log.warning(
+                    "dataset: class(es) %s of %s have no training images; the model cannot "
+                    "learn them (check the class folder names)",
+                    unseen,
+                    self.source,
+                )
             elif len(self.label_names) != len(names):
                 return [
                     f"dataset.label_names: {len(self.label_names)} names for {len(names)} classes "

@@ -257,11 +257,17 @@ class IndexedRows(RowDataset):
 
 
 def coco_annotation_files(folder: Path) -> dict[str, Path]:
-    """Split name -> COCO annotation file of a COCO / Roboflow folder ({} if it is not one)."""
+    """Split name -> COCO annotation file of a COCO / Roboflow folder ({} if it is not one).
+
+    `folder` may also be one annotation file of any name (COCO's own `instances_train.json`):
+    its images are found beside it, as `file_name` says.
+    """
 
     def annotations_in(path: Path) -> Path | None:
         return next((path / n for n in ANNOTATION_FILES if (path / n).is_file()), None)
 
+    if folder.is_file() and folder.suffix.lower() == ".json":
+        return {"train": folder}
     if not folder.is_dir():
         return {}
     top = annotations_in(folder)

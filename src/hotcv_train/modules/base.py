@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Container, Mapping
 from pathlib import Path
@@ -9,9 +10,14 @@ from typing import Any
 
 import lightning as L
 import torch
+from torch import nn
 from torchmetrics import MeanMetric, Metric, MetricCollection, SumMetric
 
 from hotcv_train.errors import NonFiniteLossError, UserError
+
+log = logging.getLogger(__name__)
+
+STAGES = ("train", "val", "test", "predict")
 
 
 def cosine_with_warmup(
@@ -56,6 +62,9 @@ class TaskModule(L.LightningModule):
         # How many samples an evaluation saw, summed over ranks: proof that none was dropped
         # or counted twice when the data was sharded.
         self.val_samples, self.test_samples = SumMetric(), SumMetric()
+        # Inputs the loader could not decode (a batch's `skipped`: `collate_counting`), summed
+        # over ranks. Keyed "<stage>_": a ModuleDict key cannot be "train" (nn.Module.train).
+        self.skipped = nn.ModuleDict({f"{s}_": SumMetric() for s in STAGES})
 
     def step(self, batch: dict, stage: str) -> torch.Tensor:
         """Loss of one batch; update `stage`'s metrics on the way."""
@@ -77,7 +86,41 @@ class TaskModule(L.LightningModule):
             self.model.compile()
             self._compiled = True
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def count_skipped(self, batch: dict | None, stage: str) -> bool:
+        """Add the batch's undecodable inputs to `<stage>/skipped`; whether nothing is left."""
+        if batch is not None and "skipped" in batch:
+            metric = self.skipped[f"{stage}_"]
+            metric.update(batch["skipped"])
+            if stage != "predict":
+                self.log_epoch({f"{stage}/skipped": metric})
+        return batch is None or "pixel_values" not in batch
+
+    def warn_skipped(self, stage: str) -> None:
+        """Once an epoch: how many inputs were skipped (each was named in a warning)."""
+        metric = self.skipped[f"{stage}_"]
+        if not metric.update_called:
+            return
+        skipped = int(metric.compute())  # synced over ranks; Lightning logs and resets it
+        if stage == "predict":
+            metric.reset()
+        if skipped and self.trainer.is_global_zero:
+            log.warning("%s: skipped %d undecodable input(s) (named above)", stage, skipped)
+
+    def on_train_epoch_end(self) -> None:
+        self.warn_skipped("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self.warn_skipped("val")
+
+    def on_test_epoch_end(self) -> None:
+        self.warn_skipped("test")
+
+    def on_predict_epoch_end(self) -> None:
+        self.warn_skipped("predict")
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+        if self.count_skipped(batch, "train"):
+            return None  # every input of this batch was undecodable
         loss = self.step(batch, "train")
         self._check_finite(loss, batch_idx)
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
@@ -133,6 +176,8 @@ class TaskModule(L.LightningModule):
         self._eval_step(batch, "test")
 
     def _eval_step(self, batch: dict, stage: str) -> None:
+        if self.count_skipped(batch, stage):
+            return
         loss = self.step(batch, stage)
         mean, count = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_samples")
         mean.update(loss, weight=_batch_size(batch))

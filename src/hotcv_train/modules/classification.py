@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MetricCollection, SumMetric
+from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from hotcv_train.checks import NonNegative, Range
@@ -86,7 +86,6 @@ class ClassificationModule(TaskModule):
         )
         # Keyed "<stage>_": a ModuleDict key cannot be "train" (nn.Module.train exists).
         self.metrics = nn.ModuleDict({f"{s}_": accuracy.clone(prefix=f"{s}/") for s in STAGES})
-        self.skipped = nn.ModuleDict({f"{s}_": SumMetric() for s in (*STAGES, "predict")})
         self.confusion = MulticlassConfusionMatrix(num_labels)
         self.samples: list[tuple[torch.Tensor, int, int]] = []
 
@@ -116,38 +115,11 @@ class ClassificationModule(TaskModule):
                     self.samples.append((image.cpu(), int(label), int(pred)))
         return loss
 
-    def _count_skipped(self, batch: dict, stage: str) -> bool:
-        """Add the batch's undecodable inputs to `<stage>/skipped`; whether nothing else is left."""
-        if "skipped" in batch:
-            self.skipped[f"{stage}_"].update(batch["skipped"])
-            if stage != "predict":
-                self.log_epoch({f"{stage}/skipped": self.skipped[f"{stage}_"]})
-        return "pixel_values" not in batch
-
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
-        if self._count_skipped(batch, "train"):
-            return None  # every input of this batch was undecodable
-        return super().training_step(batch, batch_idx)
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        if not self._count_skipped(batch, "val"):
-            super().validation_step(batch, batch_idx)
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        if not self._count_skipped(batch, "test"):
-            super().test_step(batch, batch_idx)
-
-    def on_train_epoch_end(self) -> None:
-        self._warn_skipped("train")
-
-    def on_validation_epoch_end(self) -> None:
-        self._warn_skipped("val")
-
     def on_test_epoch_start(self) -> None:
         self.samples = []
 
     def on_test_epoch_end(self) -> None:
-        self._warn_skipped("test")
+        super().on_test_epoch_end()
         matrix = self.confusion.compute().cpu()  # synced over ranks
         self.confusion.reset()
         if self.trainer.is_global_zero:
@@ -160,16 +132,6 @@ class ClassificationModule(TaskModule):
             else:
                 plots.prediction_grid(self.samples, names, self.plots_dir / "test_samples.png")
 
-    def _warn_skipped(self, stage: str) -> None:
-        metric = self.skipped[f"{stage}_"]
-        if not metric.update_called:
-            return
-        skipped = int(metric.compute())  # synced over ranks
-        if stage == "predict":
-            metric.reset()
-        if skipped and self.trainer.is_global_zero:
-            log.warning("%s: skipped %d undecodable input(s) (named above)", stage, skipped)
-
     # --- stage=predict: one JSON line per input -------------------------------------------------
 
     @property
@@ -181,7 +143,7 @@ class ClassificationModule(TaskModule):
         self._predictions_file.unlink(missing_ok=True)
 
     def predict_step(self, batch: dict, batch_idx: int) -> None:
-        if self._count_skipped(batch, "predict"):
+        if self.count_skipped(batch, "predict"):
             return
         probs = self(batch["pixel_values"], batch.get("views")).softmax(-1)
         scores, indices = probs.topk(min(5, probs.shape[-1]), dim=-1)
@@ -197,7 +159,7 @@ class ClassificationModule(TaskModule):
                 f.write(json.dumps(record) + "\n")
 
     def on_predict_epoch_end(self) -> None:
-        self._warn_skipped("predict")
+        super().on_predict_epoch_end()
         self.trainer.strategy.barrier()
         if self.trainer.is_global_zero:
             root = Path(self.trainer.default_root_dir)

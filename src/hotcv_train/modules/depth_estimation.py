@@ -141,7 +141,8 @@ class DepthEstimationModule(TaskModule):
         )
 
     def on_train_epoch_end(self) -> None:
-        self._warn_skipped("train")
+        super().on_train_epoch_end()
+        self._warn_invalid_depth("train")
 
     def on_validation_epoch_start(self) -> None:
         self.plot_samples = []
@@ -150,15 +151,17 @@ class DepthEstimationModule(TaskModule):
         self.plot_samples = []
 
     def on_validation_epoch_end(self) -> None:
-        self._warn_skipped("val")
+        super().on_validation_epoch_end()
+        self._warn_invalid_depth("val")
         if not self.trainer.sanity_checking:
             self._plot(f"val_depth_epoch_{self.current_epoch:03d}.png")
 
     def on_test_epoch_end(self) -> None:
-        self._warn_skipped("test")
+        super().on_test_epoch_end()
+        self._warn_invalid_depth("test")
         self._plot("test_depth.png")
 
-    def _warn_skipped(self, stage: str) -> None:
+    def _warn_invalid_depth(self, stage: str) -> None:
         metric = getattr(self, f"{stage}_skipped")
         if not metric.update_called:
             return

@@ -12,7 +12,6 @@ from typing import Annotated, Any
 
 import torch
 from torch import nn
-from torchmetrics import SumMetric
 from torchmetrics.detection import MeanAveragePrecision
 from torchvision.ops import box_convert
 
@@ -91,8 +90,6 @@ class ObjectDetectionModule(TaskModule):
             {s: mean_average_precision(len(self.label_names)) for s in ("val", "test")}
         )
         self.plot_samples: list[dict] = []
-        # Keyed "<stage>_": a ModuleDict key cannot be "train" (nn.Module.train exists).
-        self.skipped = nn.ModuleDict({f"{s}_": SumMetric() for s in STAGES})
 
     # -- model -------------------------------------------------------------------------------
 
@@ -124,40 +121,6 @@ class ObjectDetectionModule(TaskModule):
         )
 
     # -- steps -------------------------------------------------------------------------------
-
-    def _count_skipped(self, batch: dict, stage: str) -> bool:
-        """Add the batch's undecodable images to `<stage>/skipped`; whether none is left."""
-        if "skipped" in batch:
-            self.skipped[f"{stage}_"].update(batch["skipped"])
-            if stage != "predict":
-                self.log_epoch({f"{stage}/skipped": self.skipped[f"{stage}_"]})
-        return "pixel_values" not in batch
-
-    def _warn_skipped(self, stage: str) -> None:
-        metric = self.skipped[f"{stage}_"]
-        if not metric.update_called:
-            return
-        skipped = int(metric.compute())  # synced over ranks; Lightning logs and resets it
-        if stage == "predict":
-            metric.reset()
-        if skipped and self.trainer.is_global_zero:
-            log.warning("%s: skipped %d undecodable image(s) (named above)", stage, skipped)
-
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
-        if self._count_skipped(batch, "train"):
-            return None  # every image of this batch was undecodable
-        return super().training_step(batch, batch_idx)
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        if not self._count_skipped(batch, "val"):
-            super().validation_step(batch, batch_idx)
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        if not self._count_skipped(batch, "test"):
-            super().test_step(batch, batch_idx)
-
-    def on_train_epoch_end(self) -> None:
-        self._warn_skipped("train")
 
     def step(self, batch: dict, stage: str) -> torch.Tensor:
         outputs = self(batch, labels=batch["labels"])
@@ -225,13 +188,13 @@ class ObjectDetectionModule(TaskModule):
         self.plot_samples = []
 
     def on_validation_epoch_end(self) -> None:
-        self._warn_skipped("val")
+        super().on_validation_epoch_end()
         self._log_map("val")
         if not self.trainer.sanity_checking:
             self._plot(f"val_boxes_epoch_{self.current_epoch:03d}.png")
 
     def on_test_epoch_end(self) -> None:
-        self._warn_skipped("test")
+        super().on_test_epoch_end()
         self._log_map("test")
         self._plot("test_boxes.png")
 
@@ -279,7 +242,7 @@ class ObjectDetectionModule(TaskModule):
         """Boxes above `threshold` as one JSON line per image, and the image with them drawn."""
         from hotcv_train import plots
 
-        if self._count_skipped(batch, "predict"):
+        if self.count_skipped(batch, "predict"):
             return
         preds = self.detections(self(batch), batch["orig_size"], threshold=self.threshold)
         with self._rank_file.open("a") as f:
@@ -297,7 +260,7 @@ class ObjectDetectionModule(TaskModule):
                 f.write(json.dumps(record, sort_keys=True) + "\n")
 
     def on_predict_epoch_end(self) -> None:
-        self._warn_skipped("predict")
+        super().on_predict_epoch_end()
         merge_rank_predictions(self.trainer, self.predictions_dir)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:

@@ -95,19 +95,6 @@ class MaskedVideoModule(TaskModule):
             self.plot_batch = pixels[: self.num_plot_clips].detach()
         return self.model(pixel_values=pixels, bool_masked_pos=mask.to(pixels.device)).loss
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
-        if "pixel_values" not in batch:
-            return None  # every video of this batch was undecodable (warned by name)
-        return super().training_step(batch, batch_idx)
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        if "pixel_values" in batch:
-            super().validation_step(batch, batch_idx)
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        if "pixel_values" in batch:
-            super().test_step(batch, batch_idx)
-
     def _fixed_masks(self) -> None:
         """The same masks every evaluation, so val/loss compares across epochs."""
         self.eval_masks = torch.Generator().manual_seed(0)
@@ -120,6 +107,7 @@ class MaskedVideoModule(TaskModule):
         self._fixed_masks()
 
     def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
         if self.trainer.sanity_checking or self.plot_batch is None:
             return
         if self.trainer.is_global_zero:
