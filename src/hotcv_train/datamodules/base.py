@@ -143,6 +143,11 @@ def describe_row(rows: Any, index: int, split: str) -> str:
     return f"{paths[0]} ({name})" if paths else name
 
 
+def source_name(generator: Any) -> str:
+    """A generator's name for messages (`load_digits`), whatever a config put there."""
+    return getattr(getattr(generator, "func", generator), "__name__", repr(generator))
+
+
 def collate(samples: list[dict | None]) -> dict | None:
     """Default collation, minus the samples that could not be decoded."""
     samples = [s for s in samples if s is not None]
@@ -339,7 +344,7 @@ class HFDataModule(L.LightningDataModule):
         super().__init__()
         if path is not None and generator is not None:
             raise UserError(
-                f"dataset.generator: {getattr(generator, 'func', generator).__name__} makes the "
+                f"dataset.generator: {source_name(generator)} makes the "
                 f"data, so dataset.path={path} is unused; add dataset.generator=null to read "
                 "dataset.path"
             )
@@ -359,7 +364,7 @@ class HFDataModule(L.LightningDataModule):
 
     @property
     def source(self) -> str:
-        return self.path or getattr(self.generator, "func", self.generator).__name__
+        return self.path or source_name(self.generator)
 
     def prepare(self, data: Any) -> Any:
         """The whole source (every split) as loaded, before splits are picked and carved: where
