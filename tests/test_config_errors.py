@@ -254,3 +254,30 @@ def test_library_errors_at_the_boundaries_are_one_line(
     (problem,) = problems_of(cfg)
     assert problem.startswith(f"module.model.name_or_path: cannot load {no_config}")
     assert problem.endswith("point it at a save_pretrained folder")
+
+
+def test_wandb_without_a_key_or_offline_mode_is_one_line_before_anything_runs(
+    make_config, tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a key W&B stops mid-run with a traceback (or waits on the network): say so first."""
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc from `wandb login`
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))  # nor `wandb offline`
+    cfg = make_config("experiment=quickstart", "logger=wandb")
+    assert problems_of(cfg) == [
+        "logger.wandb: no W&B API key (WANDB_API_KEY or `wandb login`); log offline with "
+        "WANDB_MODE=offline (`wandb sync` uploads later) or use logger=csv"
+    ]
+    from hotcv_train.checks import check_config
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    check_config(cfg)  # no problem
+    monkeypatch.delenv("WANDB_MODE")
+    (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password abc\n")
+    (tmp_path / ".netrc").chmod(0o600)
+    check_config(cfg)  # `wandb login` was run
+    (tmp_path / ".netrc").unlink()
+    (tmp_path / "wandb-config").mkdir()
+    (tmp_path / "wandb-config" / "settings").write_text("[default]\nmode = offline\n")
+    check_config(cfg)  # `wandb offline` was run

@@ -51,6 +51,18 @@ def test_ddp_two_ranks_one_folder_and_exact_test(tiny_dir: Path, tmp_path: Path)
     for key in ("test/acc", "test/loss", "test/samples"):
         assert ddp[key] == pytest.approx(reference[key], abs=1e-5), key
 
+    # ddp_spawn (the notebook way) hands the module over through shared memory: each rank must
+    # count (and train) on its own copy, or every sum comes out once per rank.
+    spawn = ["trainer.strategy=ddp_spawn", "trainer.devices=2", "trainer.accelerator=cpu"]
+    result = train_py(
+        "task=vit_cifar10", "stage=test", f"ckpt_path={best}", *args, *spawn, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (spawned,) = [p for p in run_folders(log_dir) if p not in (run_dir, one)]
+    spawned_metrics = json.loads((spawned / "metrics.json").read_text())
+    for key in ("test/acc", "test/loss", "test/samples"):
+        assert spawned_metrics[key] == pytest.approx(reference[key], abs=1e-5), key
+
 
 @pytest.mark.parametrize("trainer", ["cpu", "ddp_cpu"])
 def test_multirun_makes_one_folder_per_job(trainer: str, tiny_dir: Path, tmp_path: Path) -> None:

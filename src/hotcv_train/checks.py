@@ -11,6 +11,7 @@ import collections.abc
 import contextlib
 import difflib
 import inspect
+import os
 import types
 import typing
 from pathlib import Path
@@ -115,6 +116,28 @@ def check_config(cfg: DictConfig) -> None:
         raise UserError(*problems)
 
 
+def wandb_can_log_in() -> bool:
+    """Whether W&B will start: offline or disabled (WANDB_MODE, `wandb offline`), or a key in
+    the environment or ~/.netrc (`wandb login`). Without one it stops mid-run with a traceback."""
+    import configparser
+    import netrc
+    from urllib.parse import urlparse
+
+    settings = configparser.ConfigParser()  # `wandb offline` writes mode = offline here
+    config_dir = os.environ.get("WANDB_CONFIG_DIR", Path("~/.config/wandb").expanduser())
+    settings.read([Path(config_dir) / "settings", Path("wandb") / "settings"])
+    mode = os.environ.get("WANDB_MODE") or settings.get("default", "mode", fallback="")
+    if mode.lower() in ("offline", "disabled", "dryrun"):
+        return True
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc().authenticators(host or "") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
 def _check_run_keys(tree: dict) -> list[str]:
     problems = []
     for key in sorted(set(tree) - RUN_KEYS):
@@ -132,6 +155,13 @@ def _check_run_keys(tree: dict) -> list[str]:
             f"stage: {target.rsplit('.', 1)[-1]} is eval-only (nothing to train); use "
             "stage=test (scores with dataset.references) or stage=predict (outputs only)"
         )
+    for key, node in (tree.get("logger") or {}).items():
+        wandb = isinstance(node, dict) and str(node.get("_target_", "")).endswith("WandbLogger")
+        if wandb and not node.get("offline") and not wandb_can_log_in():
+            problems.append(
+                f"logger.{key}: no W&B API key (WANDB_API_KEY or `wandb login`); log offline "
+                "with WANDB_MODE=offline (`wandb sync` uploads later) or use logger=csv"
+            )
     seed = tree.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         problems.append(f"seed: must be a whole number in [0, 2**32), got {seed!r}")

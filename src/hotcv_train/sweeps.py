@@ -491,9 +491,15 @@ def format_table(
         f"summary: {sweep_dir / SUMMARY}",
     ]
     if best is not None:
-        command = " ".join(["python train.py", *(shlex.quote(o) for o in best["overrides"])])
+        # One run: without the sweeper and launcher choices (an Optuna search would start over).
+        single = [o for o in best["overrides"] if not o.startswith(SWEEP_ONLY)]
+        command = " ".join(["python train.py", *(shlex.quote(o) for o in single)])
         text.append(f"best: job {best['job']} ({metric}={best['objective']:.4f}): {command}")
     return "\n".join(text)
+
+
+# Overrides that configure the sweep itself, not its jobs: left out of the best job's command.
+SWEEP_ONLY = ("hparams_search=", "hydra/", "hydra.", "+hydra.")
 
 
 def resume_command(config: DictConfig) -> str:

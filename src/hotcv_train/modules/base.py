@@ -66,6 +66,17 @@ class TaskModule(L.LightningModule):
         # over ranks. Keyed "<stage>_": a ModuleDict key cannot be "train" (nn.Module.train).
         self.skipped = nn.ModuleDict({f"{s}_": SumMetric() for s in STAGES})
 
+    def setup(self, stage: str) -> None:
+        """ddp_spawn hands the module to each rank through shared memory: on the CPU every rank
+        would step the same weights and add into the same metric states (test/samples came out
+        doubled). Each rank takes its own copy before anything trains or counts."""
+        for tensor in [*self.parameters(), *self.buffers()]:
+            if tensor.is_shared():
+                tensor.data = tensor.data.clone()
+        for metric in self.modules():
+            if isinstance(metric, Metric):
+                metric.reset()
+
     def step(self, batch: dict, stage: str) -> torch.Tensor:
         """Loss of one batch; update `stage`'s metrics on the way."""
         raise NotImplementedError

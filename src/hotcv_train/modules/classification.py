@@ -90,6 +90,7 @@ class ClassificationModule(TaskModule):
         self.samples: list[tuple[torch.Tensor, int, int]] = []
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         check_num_frames(self.model.config, self.trainer.datamodule)
 
     def forward(self, pixel_values: torch.Tensor, views: int | None = None) -> torch.Tensor:

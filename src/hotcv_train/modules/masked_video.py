@@ -83,6 +83,7 @@ class MaskedVideoModule(TaskModule):
         self.plot_batch: torch.Tensor | None = None
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         check_num_frames(self.model.config, self.trainer.datamodule)
 
     def step(self, batch: dict, stage: str) -> torch.Tensor:
