@@ -3,6 +3,7 @@ progress bar that costs nothing per step."""
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
@@ -11,10 +12,11 @@ from typing import Annotated, Any
 
 import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar
-from lightning.pytorch.utilities import rank_zero_warn
 
 from hotcv_train.checks import Range
 from hotcv_train.errors import BadSample, UserError
+
+log = logging.getLogger(__name__)
 
 
 class TrainingCurves(L.Callback):
@@ -88,11 +90,15 @@ class SaveOnInterrupt(L.Callback):
         ):
             return  # nothing trained yet, or restoring a checkpoint failed: nothing to save
         trainer.save_checkpoint(self.ckpt_path)
-        rank_zero_warn(
-            f"{type(exception).__name__} at epoch {trainer.current_epoch}, "
-            f"step {trainer.global_step}: saved {self.ckpt_path}; "
-            f"resume with ckpt_path={self.ckpt_path}"
-        )
+        if trainer.is_global_zero:  # a log line (console and train.log), not a Python warning
+            log.warning(
+                "%s at epoch %d, step %d: saved %s; resume with ckpt_path=%s",
+                type(exception).__name__,
+                trainer.current_epoch,
+                trainer.global_step,
+                self.ckpt_path,
+                self.ckpt_path,
+            )
 
 
 class CtrlCStops(L.Callback):
