@@ -38,7 +38,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from hotcv_train.checks import Count, HubOrPath, NonNegative, Probability, looks_local
-from hotcv_train.datamodules.base import HFDataModule, collate_counting
+from hotcv_train.datamodules.base import VAL_SPLITS, HFDataModule, collate_counting
 from hotcv_train.datamodules.preprocessing import Preprocessing, resolve_preprocessing
 from hotcv_train.errors import UserError
 from hotcv_train.hub import hub_errors
@@ -51,8 +51,6 @@ LIST_SUFFIXES = (".csv", ".json", ".jsonl")
 # Files that live beside videos (notes, lists, subtitles, thumbnail caches): not left-out videos.
 NOTES = (".txt", ".md", ".csv", ".tsv", ".json", ".jsonl", ".yaml", ".yml", ".xml", ".log")
 SIDECAR_SUFFIXES = frozenset((*NOTES, ".srt", ".vtt", ".nfo", ".ini", ".db"))
-# Folder names of the validation split: ours and HF's, Roboflow's/Kaggle's `valid`.
-VAL_FOLDERS = ("val", "valid", "validation")
 MAX_LISTED = 10  # bad rows of a list named one by one; the rest counted
 
 
@@ -475,11 +473,11 @@ class VideoClassificationDataModule(HFDataModule):
         return videos
 
     def _split_folder(self, root: Path, role: str) -> Path | None:
-        """The folder of split `role`: its configured name, or for val any of `VAL_FOLDERS`."""
+        """The folder of split `role`: its configured name, or for val any of `VAL_SPLITS`."""
         name = self.split_names[role]
         if name is None:
             return None
-        names = [name] + ([n for n in VAL_FOLDERS if n != name] if name in VAL_FOLDERS else [])
+        names = [name] + ([n for n in VAL_SPLITS if n != name] if name in VAL_SPLITS else [])
         return next((root / n for n in names if (root / n).is_dir()), None)
 
     def _split_items(self, root: Path) -> tuple[dict[str, list[VideoItem]], dict[str, str]]:
