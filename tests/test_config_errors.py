@@ -281,3 +281,9 @@ def test_wandb_without_a_key_or_offline_mode_is_one_line_before_anything_runs(
     (tmp_path / "wandb-config").mkdir()
     (tmp_path / "wandb-config" / "settings").write_text("[default]\nmode = offline\n")
     check_config(cfg)  # `wandb offline` was run
+
+
+def test_a_learning_rate_that_is_not_a_number_is_a_config_error(make_config) -> None:
+    """torch types it `float | Tensor`; a command-line value can only be the float."""
+    cfg = make_config("experiment=quickstart", "module.optimizer.lr=abc")
+    assert problems_of(cfg) == ["module.optimizer.lr: expected float or Tensor, got 'abc'"]

@@ -308,6 +308,8 @@ def _matches(value: Any, hint: Any) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if hint in (str, Path):
         return isinstance(value, str)
+    if getattr(hint, "__name__", None) == "Tensor":  # torch's optimizers: `lr: float | Tensor`
+        return isinstance(value, (int, float, list)) and not isinstance(value, bool)
     base = origin or hint
     if base in (list, tuple, collections.abc.Sequence):
         if not isinstance(value, list):
