@@ -287,3 +287,14 @@ def test_a_learning_rate_that_is_not_a_number_is_a_config_error(make_config) -> 
     """torch types it `float | Tensor`; a command-line value can only be the float."""
     cfg = make_config("experiment=quickstart", "module.optimizer.lr=abc")
     assert problems_of(cfg) == ["module.optimizer.lr: expected float or Tensor, got 'abc'"]
+
+
+def test_a_run_folder_as_ckpt_path_names_a_checkpoint_in_it(make_config, tmp_path: Path) -> None:
+    run_dir = tmp_path / "outputs" / "quickstart" / "2026-01-01_00-00-00"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"")
+    cfg = make_config("experiment=quickstart", f"ckpt_path={run_dir}")
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert problems_of(cfg) == [
+        f"ckpt_path: {run_dir} is a folder; give one checkpoint file in it (e.g. ckpt_path={last})"
+    ]

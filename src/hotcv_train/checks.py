@@ -177,7 +177,12 @@ def _check_run_keys(tree: dict) -> list[str]:
             f"float32_matmul_precision: must be one of highest, high, medium, got {precision!r}"
         )
     ckpt = tree.get("ckpt_path")
-    if ckpt is not None and not Path(str(ckpt)).expanduser().is_file():
+    folder = Path(str(ckpt)).expanduser()
+    if ckpt is not None and folder.is_dir():
+        found = sorted(folder.glob("*.ckpt")) or sorted(folder.glob("checkpoints/*.ckpt"))
+        hint = f"e.g. ckpt_path={found[-1]}" if found else "it holds no .ckpt file"
+        problems.append(f"ckpt_path: {ckpt} is a folder; give one checkpoint file in it ({hint})")
+    elif ckpt is not None and not folder.is_file():
         problems.append(f"ckpt_path: no such checkpoint file: {ckpt}")
     return problems
 
