@@ -71,9 +71,6 @@ def test_failed_job_is_recorded_then_resume_runs_only_it(tiny_dir: Path, tmp_pat
     shutil.copytree(good, late)  # what was wrong is fixed; the same command resumes the sweep
     resumed = train_py(*args, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    (best,) = [line for line in resumed.stdout.splitlines() if line.startswith("best: job")]
-    command = best.split(": ", 2)[2]  # one run of the best trial, not a new search
-    assert "module.optimizer.lr=" in command and "hparams_search" not in command, best
     assert {job: snapshot(sweep / job) for job in "02"} == before  # not run again
     for job in "02":
         assert "finished before with the same overrides" in (sweep / job / "train.log").read_text()
@@ -114,6 +111,9 @@ def test_optuna_sweep_killed_then_resumed_reaches_n_trials(tiny_dir: Path, tmp_p
 
     resumed = train_py(*args, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    (best,) = [line for line in resumed.stdout.splitlines() if line.startswith("best: job")]
+    command = best.split(": ", 2)[2]  # one run of the best trial, not a new search
+    assert "module.optimizer.lr=" in command and "hparams_search" not in command, best
 
     import optuna
 
