@@ -28,6 +28,7 @@ from torchvision.transforms.v2._utils import get_bounding_boxes, query_size
 
 from hotcv_train.checks import HubOrPath, Pixels, Positive, Probability, Range, looks_local
 from hotcv_train.datamodules.base import HFDataModule, RowDataset, describe_row, missing_columns
+from hotcv_train.datamodules.images import EXIF_ORIENTATION
 from hotcv_train.datamodules.preprocessing import to_rgb
 from hotcv_train.errors import BadSample, UserError
 from hotcv_train.models import load_image_processor
@@ -44,7 +45,6 @@ FAR_PAST_EDGE = 0.1  # a box this far (fraction of the image side) past an edge 
 # Fewer boxes than this off their image are annotation slips whatever their share: one bad box
 # of 6 says nothing about the format.
 MIN_WRONG_FORMAT_BOXES = 3
-EXIF_ORIENTATION = 0x0112
 
 
 class SampleError(ValueError):

@@ -25,6 +25,7 @@ from hotcv_train.errors import UserError
 
 log = logging.getLogger(__name__)
 
+EXIF_ORIENTATION = 0x0112  # the EXIF tag phones write instead of turning the pixels
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".gif"}
 # PIL modes with 8 bits per channel: what `to_tensor` can hand on as uint8 tensors.
 ImageMode = Literal["RGB", "RGBA", "L", "LA", "CMYK", "YCbCr", "LAB", "HSV"]
@@ -84,7 +85,7 @@ def open_image(path: Path) -> Any:
     from PIL import Image, ImageOps
 
     image = Image.open(path)
-    return ImageOps.exif_transpose(image) if image.getexif().get(0x0112) else image
+    return ImageOps.exif_transpose(image) if image.getexif().get(EXIF_ORIENTATION) else image
 
 
 def safe_id(raw: Any) -> str | None:
