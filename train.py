@@ -4,7 +4,10 @@ See README.md for the jobs and config groups; `python train.py --help` lists eve
 """
 
 import gc
+import logging
+import os
 import sys
+import traceback
 from pathlib import Path
 
 import hydra
@@ -13,6 +16,10 @@ from omegaconf import DictConfig
 from hotcv_train.cli import release_stderr, run_main
 from hotcv_train.errors import UserError
 from hotcv_train.launch import launched_rank_config
+
+# TensorFlow's C++ INFO lines ("optimized to use available CPU instructions", "Could not find
+# cuda drivers"): it is imported by the MAXIM task and by TensorBoard when installed.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 
 def import_run():
@@ -35,13 +42,27 @@ def import_run():
 
 
 def run_reporting_errors(cfg: DictConfig) -> dict[str, float]:
-    """Run, turning a `UserError` into its lines on stderr and exit code 2 (no traceback)."""
+    """Run, turning a `UserError` into its lines on stderr and exit code 2 (no traceback).
+
+    train.log gets the error too (the console's `error:` lines, or the traceback Hydra prints).
+    """
     run = import_run()
     try:
         return run(cfg)
     except UserError as e:
-        print("\n".join(f"error: {p}" for p in e.problems), file=sys.stderr)
+        text = "\n".join(f"error: {p}" for p in e.problems)
+        print(text, file=sys.stderr)
+        log_error(text)
         raise SystemExit(2) from None
+    except Exception:
+        log_error(f"the run failed:\n{traceback.format_exc()}")
+        raise
+
+
+def log_error(text: str) -> None:
+    from hotcv_train.loggers import log_to_files
+
+    log_to_files(logging.getLogger("hotcv_train"), text, level=logging.ERROR)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

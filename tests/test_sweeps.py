@@ -135,6 +135,35 @@ def test_optuna_sweep_killed_then_resumed_reaches_n_trials(tiny_dir: Path, tmp_p
     assert (sweep / "optimization_history.png").stat().st_size > 0
 
 
+def test_ctrl_c_stops_the_sweep_and_says_how_to_resume_it(tiny_dir: Path, tmp_path: Path) -> None:
+    """Ctrl-C in a job: recorded as such, and the hint is the sweep's resume, not a single run's."""
+    lrs = "module.optimizer.lr=1e-3,3e-4"
+    args = [*TEST_OVERRIDES, "task=vit_cifar10", *classification_overrides(tiny_dir), lrs]
+    command = [sys.executable, str(ROOT / "train.py"), "-m", *args, "trainer.max_epochs=1000"]
+    sweep_root = tmp_path / "outputs" / "vit_cifar10" / "multirun"
+    proc = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not list(sweep_root.glob("*/0/checkpoints/last.ckpt")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0, output[-3000:]
+    sweep = sweep_folder(tmp_path)
+    job = record(sweep / "0")
+    assert (job["status"], job["reason"]) == ("interrupted", "Ctrl-C"), job
+    assert (sweep / "0" / "checkpoints" / "interrupted.ckpt").is_file()
+    assert not (sweep / "1").exists()  # the sweep stopped
+    assert f"the same command with hydra.sweep.dir={sweep}" in output, output[-3000:]
+    assert "this one continues from its checkpoint" in output
+    assert "resume with ckpt_path" not in output  # a single run's hint would lose the sweep
+
+
 def test_parallel_sweep_of_ddp_jobs(tiny_dir: Path, tmp_path: Path) -> None:
     """hydra/launcher=parallel: 2 jobs at once, each running 2 DDP ranks on its own CPU share."""
     result = train_py(

@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import RichProgressBar
 
 from hotcv_train.checks import Range
 from hotcv_train.errors import BadSample, UserError
+from hotcv_train.loggers import log_to_files
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +92,17 @@ class SaveOnInterrupt(L.Callback):
             return  # nothing trained yet, or restoring a checkpoint failed: nothing to save
         trainer.save_checkpoint(self.ckpt_path)
         if trainer.is_global_zero:  # a log line (console and train.log), not a Python warning
+            from hotcv_train.sweeps import in_multirun
+
+            # A sweep's job is resumed by resuming the sweep, which says how (sweeps.run_job).
+            hint = "" if in_multirun() else f"; resume with ckpt_path={self.ckpt_path}"
             log.warning(
-                "%s at epoch %d, step %d: saved %s; resume with ckpt_path=%s",
+                "%s at epoch %d, step %d: saved %s%s",
                 type(exception).__name__,
                 trainer.current_epoch,
                 trainer.global_step,
                 self.ckpt_path,
-                self.ckpt_path,
+                hint,
             )
 
 
@@ -140,18 +145,32 @@ class CtrlCStops(L.Callback):
 
 
 class ProgressBar(RichProgressBar):
-    """Lightning's rich progress bar, redrawn at most every `every_s` seconds.
+    """Lightning's rich progress bar, redrawn at most every `every_s` seconds; plain log lines
+    when the output is not a terminal.
 
     Lightning's recomputes every logged metric and repaints after each batch: ~5 ms a step,
     10 % of the quickstart's training time on 2 cores. The last batch of a loop is always shown.
+    Piped to a file (nohup, SLURM, `| tee`) a rich bar shows nothing until the loop ends: there
+    it logs a line at most every `log_every_s` seconds instead. Either way each epoch ends with a
+    line of its metrics, which also goes to the run's train.log.
     """
 
-    def __init__(self, every_s: Annotated[float, Range(0)] = 0.5, **kwargs: Any):
+    def __init__(
+        self,
+        every_s: Annotated[float, Range(0)] = 0.5,
+        log_every_s: Annotated[float, Range(0)] = 60.0,
+        **kwargs: Any,
+    ):
         # Its repaint thread wakes `refresh_rate` times a second (100 by default) for the GIL.
         kwargs.setdefault("refresh_rate", max(1, round(1 / every_s)) if every_s else 100)
         super().__init__(**kwargs)
-        self.every_s = every_s
-        self._shown_at = float("-inf")
+        self.every_s, self.log_every_s = every_s, log_every_s
+        self._shown_at = self._logged_at = self._started_at = float("-inf")
+        self.plain = not is_terminal()
+
+    @property
+    def is_enabled(self) -> bool:  # the rich bar; plain lines are written by the hooks below
+        return not self.plain and super().is_enabled
 
     def _due(self, batch_idx: int, total: float) -> bool:
         now = time.monotonic()
@@ -160,9 +179,56 @@ class ProgressBar(RichProgressBar):
         self._shown_at = now
         return True
 
+    def _log_line(self, trainer: L.Trainer, what: str, batch_idx: int, total: float) -> None:
+        """A plain progress line when one is due: `epoch 3/30 20/41 batches, 7.6 it/s, ...`."""
+        now = time.monotonic()
+        if not self.plain or not trainer.is_global_zero or now - self._logged_at < self.log_every_s:
+            return
+        self._logged_at = now
+        rate = (batch_idx + 1) / max(now - self._started_at, 1e-9)
+        line = f"{what} {batch_idx + 1}/{total if total != float('inf') else '?'} batches"
+        if trainer.training:  # the step's own metrics: the last validation's show at epoch end
+            metrics = self.get_metrics(trainer, None)
+            line += metrics_text({k: v for k, v in metrics.items() if not k.startswith("val/")})
+        log.info("%s, %.2f it/s", line, rate)
+
+    def _start(self) -> None:
+        self._started_at = self._logged_at = time.monotonic()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+        self._start()
+        super().on_train_epoch_start(trainer, pl_module)
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+        self._start()
+        super().on_test_start(trainer, pl_module)
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+        self._start()
+        super().on_predict_start(trainer, pl_module)
+
+    def _epoch(self, trainer: L.Trainer) -> str:
+        of = f"/{trainer.max_epochs}" if (trainer.max_epochs or -1) > 0 else ""
+        return f"epoch {trainer.current_epoch + 1}{of}"
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if not trainer.is_global_zero:
+            return
+        seconds = time.monotonic() - self._started_at
+        steps = f"{trainer.num_training_batches} steps in {seconds:.1f} s"
+        line = (
+            f"{self._epoch(trainer)}: {steps}{metrics_text(self.get_metrics(trainer, pl_module))}"
+        )
+        if self.plain:
+            log.info(line)
+        else:  # the bar shows it on the console
+            log_to_files(log, line)
+
     # Lightning passes (outputs, batch, batch_idx[, dataloader_idx]) after trainer and module.
     # On ranks > 0 the bar is disabled and its batch totals are never set: nothing to show.
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
+        self._log_line(trainer, self._epoch(trainer), args[2], self.total_train_batches)
         if not self.is_disabled and self._due(args[2], self.total_train_batches):
             super().on_train_batch_end(trainer, pl_module, *args)
 
@@ -171,11 +237,31 @@ class ProgressBar(RichProgressBar):
             super().on_validation_batch_end(trainer, pl_module, *args)
 
     def on_test_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
+        total = trainer.num_test_batches[args[3] if len(args) > 3 else 0]
+        self._log_line(trainer, "testing", args[2], total)
         if not self.is_disabled and self._due(args[2], self.total_test_batches_current_dataloader):
             super().on_test_batch_end(trainer, pl_module, *args)
 
     def on_predict_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
+        total = trainer.num_predict_batches[args[3] if len(args) > 3 else 0]
+        self._log_line(trainer, "predicting", args[2], total)
         if not self.is_disabled and self._due(
             args[2], self.total_predict_batches_current_dataloader
         ):
             super().on_predict_batch_end(trainer, pl_module, *args)
+
+
+def is_terminal() -> bool:
+    """Whether rich draws live on stdout (a terminal or a notebook; FORCE_TERMINAL is honoured)."""
+    from rich.console import Console
+
+    console = Console()
+    return console.is_terminal or console.is_jupyter
+
+
+def metrics_text(metrics: dict[str, Any]) -> str:
+    """`, train/loss 0.512, val/acc 0.913`: the progress-bar metrics as a log line's tail."""
+    shown = [(k, v) for k, v in sorted(metrics.items()) if k != "v_num" and not k.endswith("_step")]
+    return "".join(
+        f", {k} {v:.4g}" if isinstance(v, (int, float)) else f", {k} {v}" for k, v in shown
+    )

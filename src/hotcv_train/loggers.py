@@ -1,8 +1,10 @@
-"""Lightning's CSV logger, made safe for a metrics.csv that another process already wrote."""
+"""Where a run's numbers go: Lightning's CSV logger made safe for a metrics.csv that another
+process already wrote, and lines meant for the run's log file (train.log) only."""
 
 from __future__ import annotations
 
 import csv
+import logging
 from typing import Any
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
@@ -38,3 +40,15 @@ class CSVLogger(LightningCSVLogger):
         if self._experiment is None:
             self._experiment = _MergingWriter(log_dir=self.log_dir)
         return self._experiment
+
+
+def log_to_files(logger: logging.Logger, msg: str, *args: Any, level: int = logging.INFO) -> None:
+    """Log `msg` to the root logger's file handlers only (Hydra's train.log), not the console.
+
+    For what the console already shows in its own form (the progress bar, the final metrics,
+    an `error:` line), so that train.log alone tells what happened.
+    """
+    record = logger.makeRecord(logger.name, level, "(file)", 0, msg, args, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and level >= handler.level:
+            handler.handle(record)

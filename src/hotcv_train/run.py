@@ -21,13 +21,19 @@ from hotcv_train.checkpoints import (
 from hotcv_train.checks import check_config
 from hotcv_train.errors import UserError
 from hotcv_train.launch import job_environment
+from hotcv_train.loggers import log_to_files
 from hotcv_train.redaction import redact
 
 log = logging.getLogger("hotcv_train")
 
 # Lightning's notes on its own bookkeeping, printed on every evaluation of a checkpoint: a
-# checkpoint's callback state from another run folder, and predict_step writing files itself.
-LIGHTNING_NOISE = ("The dirpath has changed", "predict returned None")
+# checkpoint's callback state from another run folder, and predict_step writing files itself;
+# and Lightning 2.6 using an API that torch 2.14 deprecated (every run, nothing for a user to do).
+LIGHTNING_NOISE = (
+    "The dirpath has changed",
+    "predict returned None",
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+)
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -157,4 +163,6 @@ def finish_loggers(loggers: list[Any]) -> None:
 def print_summary(output_dir: Path, metrics: dict[str, float]) -> None:
     width = max((len(k) for k in metrics), default=0)
     lines = [f"  {k:<{width}}  {v:.4f}" for k, v in sorted(metrics.items())]
-    print("\n".join(["", f"run folder: {output_dir}", "final metrics:", *lines]), flush=True)
+    text = "\n".join([f"run folder: {output_dir}", "final metrics:", *lines])
+    print(f"\n{text}", flush=True)
+    log_to_files(log, text)

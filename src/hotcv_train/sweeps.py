@@ -206,7 +206,14 @@ def run_job(cfg: DictConfig, run: Callable[[DictConfig], dict[str, float]]) -> A
             write_record(job_dir, record)
             metrics = run(cfg)
     except (KeyboardInterrupt, SystemExit) as e:
-        finish("interrupted", reason=f"{type(e).__name__} {getattr(e, 'code', '')}".strip())
+        finish("interrupted", reason=stopped_by(e))
+        then = "continues from its checkpoint" if newest_checkpoint(cfg, job_dir) else "runs again"
+        print(
+            f"[sweep] job {job} stopped by {stopped_by(e)}. Resume the sweep: the same command "
+            f"with hydra.sweep.dir={sweep_dir} (finished jobs are reused, this one {then})",
+            file=sys.stderr,
+            flush=True,
+        )
         raise
     except Exception as e:
         reason = one_line(e)
@@ -224,6 +231,15 @@ def run_job(cfg: DictConfig, run: Callable[[DictConfig], dict[str, float]]) -> A
         return JobFailed(reason)
     finish("finished", metrics=metrics, objective=objective)
     return objective
+
+
+def stopped_by(error: BaseException) -> str:
+    """Ctrl-C, SIGTERM or an exit code: Lightning turns a Ctrl-C into `sys.exit(1)`."""
+    if isinstance(error, KeyboardInterrupt) or isinstance(error.__context__, KeyboardInterrupt):
+        return "Ctrl-C"
+    if type(error).__name__ == "SIGTERMException":  # Lightning's, on SIGTERM
+        return "SIGTERM"
+    return f"exit code {getattr(error, 'code', None)}"
 
 
 def attempt_id() -> str:
