@@ -165,6 +165,30 @@ def test_a_mistyped_key_names_the_closest_one_not_hydras_append_advice(
     assert not (tmp_path / "outputs").exists()  # nothing ran
 
 
+@pytest.mark.parametrize(
+    ("override", "guess"),
+    [
+        ("dataset.batchsize=4,8", "dataset.batch_size"),
+        ("module.optimizer.lrr=1e-3,3e-4", "module.optimizer.lr"),
+    ],
+)
+def test_a_mistyped_swept_key_stops_the_sweep_before_its_first_job(
+    override: str, guess: str, tmp_path: Path
+) -> None:
+    """Hydra composes a sweep's values per job, once the sweep has started: the typo is caught
+    as the sweep starts, with the same line as a single run's."""
+    result = train_py(
+        "-m", "experiment=quickstart", "trainer.max_epochs=1,2", override, cwd=tmp_path
+    )
+    assert result.returncode == 2, result.stderr
+    key = override.split("=")[0]
+    assert result.stderr.splitlines() == [
+        f"error: {key}: no such key; did you mean {guess}? (a new key needs a +: +{override}; "
+        "python train.py ... --cfg job lists every key)"
+    ]
+    assert not list(tmp_path.glob("outputs/*/multirun/*/*"))  # no job ran
+
+
 def test_predict_stage_on_a_module_without_one(make_config, tiny_dir: Path) -> None:
     cfg = make_config("task=glpn_nyu", *depth_overrides(tiny_dir), "stage=predict")
     assert problems_of(cfg) == [

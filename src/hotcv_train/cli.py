@@ -67,18 +67,48 @@ def explain(text: str, conf: Path) -> str | None:
         key, line = match.groups()
         if key.startswith("hydra."):  # Hydra's own keys are not in our YAML files
             return None
-        guess = closest_key(key, config_keys(conf))
-        hint = f"did you mean {guess}? " if guess else ""
-        return (
-            f"error: {key}: no such key; {hint}(a new key needs a +: +{line}; "
-            "python train.py ... --cfg job lists every key)"
-        )
+        return no_such_key(key, line, config_keys(conf))
     if match := OPTION.search(text):
         group, name, listed = match.groups()
         options = [o.strip() for o in listed.splitlines() if o.strip()]
         guess = difflib.get_close_matches(name, options, n=1, cutoff=0.5)
         hint = f"did you mean {group}={guess[0]}? " if guess else ""
         return f"error: {group}={name}: no such option; {hint}(options: {', '.join(options)})"
+    return None
+
+
+def no_such_key(key: str, override: str, known: set[str]) -> str:
+    guess = closest_key(key, known)
+    hint = f"did you mean {guess}? " if guess else ""
+    return (
+        f"error: {key}: no such key; {hint}(a new key needs a +: +{override}; "
+        "python train.py ... --cfg job lists every key)"
+    )
+
+
+def unknown_sweep_key(overrides: list[str], config: Any, conf: Path) -> str | None:
+    """The `error:` line for a mistyped key among a multirun's overrides, else None.
+
+    Hydra composes a sweep's values per job, after the sweep started: its error would come
+    from the first job, worded for a run. A key is mistyped when neither the sweep's config nor
+    any YAML file (a swept option may bring it) has it.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+    from omegaconf import OmegaConf
+
+    absent, known = object(), None
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.key_or_group
+        if override.type != OverrideType.CHANGE or override.package is not None:
+            continue
+        if key.startswith("hydra") or "/" in key or (conf / key).is_dir():  # groups, Hydra's
+            continue
+        if OmegaConf.select(config, key, default=absent) is not absent:
+            continue
+        known = config_keys(conf) if known is None else known
+        if key not in known:
+            return no_such_key(key, override.input_line or key, known)
     return None
 
 
@@ -139,7 +169,10 @@ def run_main(main: Any, conf: Path) -> None:
         held.release()
 
 
-def release_stderr() -> None:
-    """Called as the task function starts: Hydra composed the config, stderr is written again."""
+def release_stderr(replacement: str | None = None) -> None:
+    """Called as the task function starts: Hydra composed the config, stderr is written again
+    (what was held, or `replacement`)."""
     if isinstance(sys.stderr, HeldStderr):
-        sys.stderr.release()
+        sys.stderr.release(replacement)
+    elif replacement is not None:
+        sys.stderr.write(replacement)

@@ -372,8 +372,14 @@ class SweepSummary(Callback):
     """Hydra callback: `summary.csv` as jobs end; table, plots, W&B tag and exit code at the end."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from hotcv_train.cli import release_stderr
+        from hotcv_train.cli import release_stderr, unknown_sweep_key
 
+        conf = next(
+            Path(s.path) for s in config.hydra.runtime.config_sources if s.provider == "main"
+        )
+        if error := unknown_sweep_key(list(config.hydra.overrides.task), config, conf):
+            release_stderr(error + "\n")
+            raise SystemExit(2)
         release_stderr()  # the sweep composed: its own output (Optuna's, a launcher's) goes out
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = [r for _, r in sibling_records(sweep_dir)]
