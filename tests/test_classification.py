@@ -476,3 +476,72 @@ def test_a_csv_list_of_image_files_and_class_names(make_config, tiny_dir: Path, 
         UserError, match=r"1 file\(s\) listed in .*list.csv do not exist \(first: .*gone.png\)"
     ):
         dm.setup("fit")
+
+
+def test_empty_labels_are_named_before_training_and_need_not_be_filled_to_predict(
+    make_config, tiny_dir: Path, tmp_path: Path
+) -> None:
+    """A list with empty label cells fails once, naming the file's lines (with their images),
+    before any model loads; `stage=predict` runs on it, its rows labelled or not. A saved
+    dataset's split without labels (ClassLabel -1) is one line too."""
+    import datasets
+    from hydra.utils import instantiate
+
+    from hotcv_train.errors import UserError
+    from tests.conftest import compose_config
+
+    folder = tmp_path / "shots"
+    (folder / "pics").mkdir(parents=True)
+    names = ["red", "green", "blue", "grey"]
+    lines = ["file,kind"]
+    for i, (image, label) in enumerate(zip(*colour_images(20, seed=4))):
+        image.save(folder / "pics" / f"{i}.png")
+        lines.append(f"pics/{i}.png,{'' if i % 2 else names[label]}")
+    lines[5] = "pics/4.png,  "  # blank text is no label either
+    (folder / "labels.csv").write_text("\n".join(lines) + "\n")
+    base = [
+        "task=vit_cifar10",
+        *classification_overrides(tiny_dir),
+        f"dataset.path={folder / 'labels.csv'}",
+        "dataset.image_column=file",
+        "dataset.label_column=kind",
+    ]
+    dm = instantiate(make_config(*base).dataset, _convert_="object")
+    with pytest.raises(UserError) as error:
+        dm.setup("fit")
+    assert error.value.problems == [
+        "dataset.label_column: labels.csv line 3 (pics/1.png), line 5 (pics/3.png), line 6 "
+        "(pics/4.png) and 8 more: empty label; fill them in or drop them (stage=predict needs "
+        "no labels)"
+    ]
+    (folder / "ids.csv").write_text("file,kind\npics/0.png,0\npics/1.png,\npics/2.png,2\n")
+    dm = instantiate(
+        make_config(*base, f"dataset.path={folder / 'ids.csv'}").dataset, _convert_="object"
+    )
+    with pytest.raises(UserError, match=r"^dataset.label_column: ids.csv line 3 \(pics/1.png\): "):
+        dm.setup("fit")  # not "holds 0.0": pandas reads ids with a gap as floats
+    (folder / "paths.csv").write_text("file,kind\npics/0.png,0\n,1\n")
+    dm = instantiate(
+        make_config(*base, f"dataset.path={folder / 'paths.csv'}").dataset, _convert_="object"
+    )
+    with pytest.raises(UserError, match=r"^dataset.image_column: paths.csv line 3: empty image "):
+        dm.setup("fit")  # not a TypeError on Path(None)
+
+    predict = compose_config(
+        tmp_path / "predict", *base, "stage=predict", "dataset.test_fraction=0.5"
+    )
+    run(predict)
+    records = (tmp_path / "predict" / "predictions.jsonl").read_text().splitlines()
+    assert [json.loads(r)["id"] for r in records] == list(range(10))
+
+    saved = datasets.load_from_disk(str(tiny_dir / "cifar"))
+    saved["test"] = saved["test"].map(lambda r: {"label": -1})  # a hub test split's "no label"
+    saved.save_to_disk(str(tmp_path / "unlabelled"))
+    dm = instantiate(
+        make_config(*base[:2], f"dataset.path={tmp_path / 'unlabelled'}").dataset,
+        _convert_="object",
+    )
+    with pytest.raises(
+        UserError, match=r"^dataset.test_split: 17 of 17 rows of test of .* have no label in"
+    ):
+        dm.setup("fit")

@@ -409,6 +409,51 @@ def test_boxes_read_in_the_wrong_format_name_the_setting() -> None:
     datamodule(partial(plate_rows, rows), box_format="xyxy")  # the named fix works
 
 
+def saved_plates_of_another_size(boxes: list[list[list[float]]], scale: int, rows: list[int]):
+    """`plate_rows` whose `rows` have images `scale` times smaller than their width/height (and
+    pixel boxes) say: a save_to_disk folder whose images were shrunk after annotating."""
+    from PIL import Image
+
+    data = plate_rows(boxes, size=(48 * scale, 64 * scale))
+
+    def shrink(row: dict, index: int) -> dict:
+        if index in rows:
+            row["image"] = row["image"].resize((64, 48), Image.Resampling.NEAREST)
+        return row
+
+    return data.map(shrink, with_indices=True)
+
+
+def test_images_of_another_size_than_their_width_height_columns_are_one_error() -> None:
+    """Hub-schema rows (`image`, `width`, `height`, pixel boxes) whose image decodes at another
+    size: named with both sizes when the sample is made (it costs nothing: the image is decoded
+    anyway), not trained on boxes that land elsewhere. Normalised boxes do not depend on it."""
+    from hotcv_train.errors import BadSample
+
+    boxes = [[[8, 8, 40, 24]], [[80, 40, 32, 24]], [[16, 56, 48, 16]]]  # on 128x96 images
+    dm = datamodule(partial(saved_plates_of_another_size, boxes, 2, [1]), crop_prob=0.0)
+    train = dm.dataset("train")
+    assert len(train[0]["labels"]["boxes"]) == 1  # rows of the right size are as they were
+    with pytest.raises(BadSample) as raised:
+        train[1]
+    assert str(raised.value) == (
+        "dataset: train row 1: image 1 is 128x96 by its width/height columns but 64x48 "
+        "decoded; its pixel boxes were drawn on the first: fix the columns or put the images "
+        "they were drawn on back"
+    )
+    with pytest.raises(BadSample, match=r"image 1 is 128x96 by its width/height columns"):
+        for _ in dm.test_dataloader():
+            pass
+
+    normalised = [
+        [[b / s for b, s in zip(box, (128, 96, 128, 96))] for box in row] for row in boxes
+    ]
+    dm = datamodule(
+        partial(saved_plates_of_another_size, normalised, 2, [0, 1, 2]), normalized=True
+    )
+    assert all(len(dm.dataset("test")[i]["labels"]["boxes"]) == 1 for i in range(3))
+
+
 def test_missing_objects_column_is_one_line() -> None:
     def without_objects():
         return plate_rows([[[1, 1, 5, 5]]]).remove_columns("objects")

@@ -281,6 +281,34 @@ def test_mov_videos_are_read_and_files_left_out_are_named(
     )
 
 
+def test_typescript_beside_ts_videos_is_left_out_by_its_first_bytes(
+    make_config, tiny_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`.ts` is a broadcast capture's suffix and TypeScript's: a transport stream is a video,
+    a source file (even directly in the folder, where a video would be unlabelled) is left out
+    with one warning naming it."""
+    pooled = tmp_path / "pooled"
+    shutil.copytree(tiny_videos(tiny_dir / "videos") / "train", pooled)  # 4 classes of 6 .avi
+    captures = [
+        video_io.write_video(pooled / "up" / f"cap{i}.ts", counter_frames(12), 25, "mpeg2video", 6)
+        for i in range(3)
+    ]
+    (pooled / "index.ts").write_text('import { play } from "./player";\nplay();\n')
+    (pooled / "left" / "player.ts").write_text("export function play(): void {}\n" * 40)
+    with caplog.at_level("INFO"):
+        dm = set_up(make_config, tiny_dir, pooled)
+    paths = {Path(item.path) for items in dm.splits.values() for item in items}
+    assert set(captures) <= paths and len(paths) == 24 + 3
+    assert messages(caplog, "WARNING") == [
+        f"dataset.path: left out 2 .ts file(s) under {pooled} that are not MPEG transport "
+        f"stream videos (TypeScript?; first: {pooled / 'index.ts'})"
+    ]
+    from hotcv_train.datamodules.video import is_transport_stream
+
+    (pooled / "cut.ts").write_bytes(captures[0].read_bytes()[100:])  # a capture cut mid-packet
+    assert is_transport_stream(pooled / "cut.ts")
+
+
 @pytest.mark.parametrize("name", ["valid", "validation"])
 def test_a_valid_folder_is_the_val_split_and_sizes_are_logged(
     make_config, tiny_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, name: str

@@ -12,7 +12,12 @@ import torch
 from torchvision.transforms import v2
 
 from hotcv_train.checks import HubOrPath, Pixels, Probability, Range
-from hotcv_train.datamodules.base import HFDataModule, collate_counting, missing_columns
+from hotcv_train.datamodules.base import (
+    HFDataModule,
+    collate_counting,
+    describe_row,
+    missing_columns,
+)
 from hotcv_train.datamodules.images import images_to_predict
 from hotcv_train.datamodules.preprocessing import (
     Preprocessing,
@@ -25,11 +30,31 @@ from hotcv_train.errors import UserError
 log = logging.getLogger(__name__)
 
 
-def classification_sample(row: dict, transform: Callable, image_column: str, label_column: str):
+def classification_sample(
+    row: dict, transform: Callable, image_column: str, label_column: str | None
+):
     sample = {"pixel_values": transform(to_rgb(row[image_column]))}
-    if row.get(label_column) is not None:  # images to predict may have no label
+    if label_column is not None and row.get(label_column) is not None:
         sample["labels"] = torch.tensor(row[label_column])
     return sample
+
+
+def blank_rows(rows: Any, column: str) -> list[int]:
+    """Positions of the rows with nothing in `column`: null (an empty CSV cell, a JSON null),
+    NaN, blank text, or a ClassLabel's -1 (datasets' "no label"). One Arrow column: cheap."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from datasets import ClassLabel
+
+    values = rows.with_format("arrow")[column]
+    blank = values.is_null()
+    if pa.types.is_floating(values.type):
+        blank = pc.or_(blank, pc.fill_null(pc.is_nan(values), False))
+    elif pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        blank = pc.or_(blank, pc.fill_null(pc.equal(pc.utf8_trim_whitespace(values), ""), False))
+    elif isinstance(rows.features[column], ClassLabel):
+        blank = pc.or_(blank, pc.fill_null(pc.less(values, 0), False))
+    return pc.indices_nonzero(blank).to_pylist()
 
 
 def image_rows(files: list[Path], image_column: str) -> Any:
@@ -213,6 +238,12 @@ class ImageClassificationDataModule(HFDataModule):
         if isinstance(image, Value) and image.dtype in ("string", "large_string") and self.path:
             source = Path(self.path).expanduser()
             folder = source if source.is_dir() else source.parent
+            # Before the paths are made absolute and train is carved: rows as the list has them.
+            problems = self.blank_cells(data, "image_column", "image path", source)
+            if label is not None and not self.predicting:
+                problems += self.blank_cells(data, "label_column", "label", source)
+            if problems:
+                raise UserError(*problems)
             data = data.map(
                 file_in,
                 input_columns=self.image_column,
@@ -236,6 +267,34 @@ class ImageClassificationDataModule(HFDataModule):
             )
             data = data.cast_column(self.label_column, ClassLabel(names=names))
         return data
+
+    def blank_cells(self, data: Any, key: str, what: str, source: Path) -> list[str]:
+        """One line per split of a CSV/JSON list whose `dataset.<key>` column is empty in some
+        rows, naming them as the user finds them: a CSV file's line numbers (its header is
+        line 1), else row numbers from 0; each with the image path it lists, if any."""
+        column, problems = getattr(self, key), []
+        for split, rows in data.items():
+            positions = blank_rows(rows, column)
+            if not positions:
+                continue
+            if source.is_file():
+                where = source.name
+                unit, first = ("line", 2) if source.suffix.lower() == ".csv" else ("row", 0)
+            else:
+                where, unit, first = f"{self.path} ({split} split)", "row", 0
+            paths = rows.select(positions[:3])[self.image_column]
+            named = ", ".join(
+                f"{unit} {i + first}" + (f" ({p})" if p else "") for i, p in zip(positions, paths)
+            )
+            if len(positions) > 3:
+                named += f" and {len(positions) - 3} more"
+            fix = (
+                "fill it in or drop the row" if len(positions) == 1 else "fill them in or drop them"
+            )
+            if key == "label_column":
+                fix += " (stage=predict needs no labels)"
+            problems.append(f"dataset.{key}: {where} {named}: empty {what}; {fix}")
+        return problems
 
     def adapt(self, rows: Any) -> Any:
         if (
@@ -262,6 +321,14 @@ class ImageClassificationDataModule(HFDataModule):
         )
         if problems:
             return problems
+        blank = blank_rows(rows, self.label_column)
+        if blank:  # a saved or hub dataset's split without (all) its labels
+            return [
+                f"dataset.{split}_split: {len(blank)} of {len(rows)} rows of {split} of "
+                f"{self.source} have no label in column {self.label_column!r} (first: "
+                f"{describe_row(rows, blank[0], split)}); choose a labelled split, or "
+                "stage=predict"
+            ]
         feature = rows.features[self.label_column]
         if isinstance(feature, ClassLabel):
             names = list(feature.names)
@@ -337,7 +404,8 @@ class ImageClassificationDataModule(HFDataModule):
             classification_sample,
             transform=image_tensor if self.device_transforms else self.transform(split, p),
             image_column=self.image_column,
-            label_column=self.label_column,
+            # Predictions need no labels; some rows having one would not batch with the rest.
+            label_column=None if split == "predict" else self.label_column,
         )
 
     def transform(self, split: str, p: Preprocessing) -> Callable[[Any], torch.Tensor]:

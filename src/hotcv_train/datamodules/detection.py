@@ -162,9 +162,24 @@ def detection_sample(
     keep_image: bool,
     index: int | None = None,
 ) -> dict:
-    """A row as model inputs; labels are DETR's: class ids and normalised cxcywh boxes."""
+    """A row as model inputs; labels are DETR's: class ids and normalised cxcywh boxes.
+
+    Pixel boxes are drawn on an image of the row's `width`/`height`, where it has them (the hub
+    schema; a COCO folder's are checked against its files when it loads): an image decoded at
+    another size is a `SampleError`, since its boxes would land on the wrong pixels.
+    """
     image = to_rgb(row[image_column])
     size = (image.height, image.width)
+    sample_id = (
+        str(row[id_column]) if id_column and id_column in row else str(row.get("_id", index))
+    )
+    given = (row.get("width"), row.get("height"))
+    if not normalized and all(given) and given != (image.width, image.height):
+        raise SampleError(
+            f"image {sample_id} is {given[0]}x{given[1]} by its width/height columns but "
+            f"{image.width}x{image.height} decoded; its pixel boxes were drawn on the first: "
+            "fix the columns or put the images they were drawn on back"
+        )
     pixels = tv_tensors.Image(F.pil_to_tensor(image))
     boxes, categories = read_objects(row.get(objects_column), bbox_key, category_key)
     target = {
@@ -183,7 +198,7 @@ def detection_sample(
         "labels": {"class_labels": target["labels"], "boxes": cxcywh},
         "orig_size": torch.tensor(size),
         "size": torch.tensor(out_size),
-        "id": str(row[id_column]) if id_column and id_column in row else str(row.get("_id", index)),
+        "id": sample_id,
     }
     if keep_image:  # predictions are drawn on the original picture
         sample["image"] = pixels.as_subclass(torch.Tensor)

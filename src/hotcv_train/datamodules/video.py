@@ -10,7 +10,8 @@ Sources, by `dataset.path`:
 - for `stage=predict`, one video file.
 Videos directly in a folder, outside class folders, are unlabelled: masked pretraining and
 `stage=predict` take them (predict takes every video under `dataset.path`). Files that are not
-videos (`VIDEO_SUFFIXES`) are left out with one warning naming them, so no class vanishes unseen.
+videos (`VIDEO_SUFFIXES`) are left out with one warning naming them, so no class vanishes unseen;
+so are `.ts` files that are not MPEG transport streams (TypeScript sources), by their first bytes.
 
 Training reads one random clip per video; validation and test read `eval_clips` evenly spaced
 clips per video, which the module scores as one prediction for the video.
@@ -52,6 +53,9 @@ LIST_SUFFIXES = (".csv", ".json", ".jsonl")
 NOTES = (".txt", ".md", ".csv", ".tsv", ".json", ".jsonl", ".yaml", ".yml", ".xml", ".log")
 SIDECAR_SUFFIXES = frozenset((*NOTES, ".srt", ".vtt", ".nfo", ".ini", ".db"))
 MAX_LISTED = 10  # bad rows of a list named one by one; the rest counted
+# MPEG transport stream packets: 188 bytes, 192 with a timecode (BDAV), 204 with error correction;
+# each starts with the sync byte 0x47 ("G").
+TS_PACKET_SIZES = (188, 192, 204)
 
 
 @dataclass(frozen=True)
@@ -99,14 +103,35 @@ def scan(folder: Path) -> tuple[list[Path], list[Path]]:
     beside videos (notes, lists, subtitles) are not counted as left out: the count is there to
     show a class lost to a container nobody told us about, not to nag about a readme.
     """
-    videos, others = [], []
+    videos, others, scripts = [], [], []
     for path in sorted(folder.rglob("*")):
         if any(part.startswith(".") for part in path.relative_to(folder).parts):
             continue
         suffix = path.suffix.lower()
-        if (suffix in VIDEO_SUFFIXES or suffix not in SIDECAR_SUFFIXES) and path.is_file():
+        if suffix == ".ts" and path.is_file() and not is_transport_stream(path):
+            scripts.append(path)  # TypeScript's suffix too: code beside videos, not a video
+        elif (suffix in VIDEO_SUFFIXES or suffix not in SIDECAR_SUFFIXES) and path.is_file():
             (videos if suffix in VIDEO_SUFFIXES else others).append(path)
+    if scripts:
+        log.warning(
+            "dataset.path: left out %d .ts file(s) under %s that are not MPEG transport stream "
+            "videos (TypeScript?; first: %s)",
+            len(scripts),
+            folder,
+            scripts[0],
+        )
     return videos, others
+
+
+def is_transport_stream(path: Path) -> bool:
+    """Whether a `.ts` file starts like an MPEG transport stream: three packets' sync bytes in a
+    row, from any of the first packet's bytes (a capture may start mid-packet). Reads 1 KB."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(4 * max(TS_PACKET_SIZES))
+    except OSError:
+        return True  # unreadable: reading it as a video names the problem
+    return any(head[start::size][:3] == b"GGG" for size in TS_PACKET_SIZES for start in range(size))
 
 
 def class_folders(files: list[Path], containers: list[Path]) -> set[Path]:
