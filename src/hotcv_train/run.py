@@ -28,10 +28,13 @@ log = logging.getLogger("hotcv_train")
 
 # Lightning's notes on its own bookkeeping, printed on every evaluation of a checkpoint: a
 # checkpoint's callback state from another run folder, and predict_step writing files itself;
-# and Lightning 2.6 using an API that torch 2.14 deprecated (every run, nothing for a user to do).
+# its warning that a mid-epoch resume is unreliable with a plain DataLoader (the datamodule
+# resumes mid-epoch itself: HFDataModule.state_dict); and Lightning 2.6 using an API that torch
+# 2.14 deprecated (every run, nothing for a user to do).
 LIGHTNING_NOISE = (
     "The dirpath has changed",
     "predict returned None",
+    "You're resuming from a checkpoint that ended before the epoch ended",
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
 )
 
