@@ -558,3 +558,24 @@ def test_no_secret_reaches_a_file_of_the_run_folder(
         "+module.model.config.token=<redacted>"
         in (run_dir / ".hydra" / "overrides.yaml").read_text()
     )
+
+
+def test_last_ckpt_holds_the_last_epoch_when_it_is_not_the_best(
+    tiny_dir: Path, tmp_path: Path
+) -> None:
+    """Lightning 2.6's `save_last` rewrites last.ckpt only when a new best is saved: with no
+    improvement after epoch 1, a resume from it would train epochs 2 and 3 again."""
+    cfg = compose_config(
+        tmp_path / "run",
+        "task=vit_cifar10",
+        *classification_overrides(tiny_dir),
+        "trainer.max_epochs=3",
+        "module.optimizer.lr=0",  # the weights, hence val/acc, never change: epoch 1 stays best
+        "test_after_fit=false",
+    )
+    run(cfg)
+    ckpts = tmp_path / "run" / "checkpoints"
+    last = torch.load(ckpts / "last.ckpt", weights_only=False, map_location="cpu")
+    (best,) = ckpts.glob("best-*.ckpt")
+    assert best.name == "best-000.ckpt"
+    assert last["epoch"] == 2 and last["global_step"] == 3 * 6  # 43 samples in batches of 8

@@ -111,8 +111,8 @@ def one_line(error: BaseException) -> str:
 
 def checkpoint_dirs(cfg: DictConfig, job_dir: Path) -> list[Path]:
     dirs = {job_dir / "checkpoints"}
-    for key in ("callbacks.model_checkpoint.dirpath", "callbacks.save_on_interrupt.dirpath"):
-        if (found := OmegaConf.select(cfg, key, default=None)) is not None:
+    for name in ("model_checkpoint", "last_checkpoint", "save_on_interrupt"):
+        if (found := OmegaConf.select(cfg, f"callbacks.{name}.dirpath", default=None)) is not None:
             dirs.add(Path(found))
     return sorted(dirs)
 
