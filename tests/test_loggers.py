@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
+import pytest
 from omegaconf import OmegaConf
 
 from hotcv_train.run import run
@@ -21,6 +23,16 @@ def test_csv_and_tensorboard_together(make_config, tiny_dir: Path, tmp_path: Pat
     events = EventAccumulator(str(run_dir / "tensorboard"))
     events.Reload()
     assert {"val/loss", "val/acc", "test/acc"} <= set(events.Tags()["scalars"])
+
+
+def test_no_logger_still_writes_the_final_metrics(make_config, tiny_dir: Path, tmp_path: Path):
+    """logger=none with the default callbacks: the learning-rate monitor has nothing to log to."""
+    metrics = run(
+        make_config("task=vit_cifar10", *classification_overrides(tiny_dir), "logger=none")
+    )
+    run_dir = tmp_path / "run"
+    assert json.loads((run_dir / "metrics.json").read_text()) == pytest.approx(metrics)
+    assert metrics["test/samples"] == 17 and not (run_dir / "csv").exists()
 
 
 def test_wandb_offline_one_run_per_job_grouped_by_sweep(tiny_dir: Path, tmp_path: Path) -> None:

@@ -84,6 +84,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     loggers = [instantiate(c, f"logger.{k}") for k, c in (cfg.logger or {}).items() if c]
+    if not loggers:  # logger=none: the learning rate has nowhere to go (Lightning would raise)
+        from lightning.pytorch.callbacks import LearningRateMonitor
+
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer = instantiate(
         cfg.trainer,
         "trainer",
@@ -95,7 +99,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     for logger in trainer.loggers:
         logger.log_hyperparams(hparams)
 
-    for key in ("max_epochs", "max_steps"):
+    for key in ("max_epochs", "max_steps", "limit_train_batches"):
         if cfg.stage == "fit" and cfg.trainer.get(key) == 0:
             log.warning("trainer.%s=0: nothing is trained; the model stays as it was loaded", key)
     metrics: dict[str, float] = {}
@@ -106,6 +110,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
                 metrics.update(scalars(trainer.callback_metrics))
                 if cfg.test_after_fit:
                     best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+                    if best:  # the final metrics mix it with the last epoch's: say which
+                        log.info("testing %s", tested(trainer.checkpoint_callback))
                     trainer.test(module, datamodule=datamodule, ckpt_path=best)
             elif cfg.stage == "test":
                 trainer.test(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
@@ -144,6 +150,14 @@ def instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
         if cause is not None:  # Lightning rejecting a combination of settings
             raise UserError(f"{key}: {cause}") from None
         raise
+
+
+def tested(checkpoint: Any) -> str:
+    """`best-020.ckpt (the best val/acc: 0.9861)`: the checkpoint the test after fit scores."""
+    name = Path(checkpoint.best_model_path).name
+    if checkpoint.monitor is None or checkpoint.best_model_score is None:
+        return f"{name} (the last epoch)"
+    return f"{name} (the best {checkpoint.monitor}: {float(checkpoint.best_model_score):.4f})"
 
 
 def from_data(module_cfg: DictConfig, facts: dict[str, Any]) -> dict[str, Any]:
