@@ -155,6 +155,7 @@ def test_interrupted_fit_saves_a_resumable_checkpoint(
     interrupted = run_dir / "checkpoints" / "interrupted.ckpt"
     assert interrupted.exists(), output[-3000:]
     assert f"resume with ckpt_path={interrupted}" in output
+    assert f"{'SIGTERM' if sig == signal.SIGTERM else 'Ctrl-C'} in epoch " in output
     assert not (run_dir / "metrics.json").exists()  # no results claimed for a cut-short run
 
     from tests.conftest import compose_config

@@ -96,10 +96,12 @@ class SaveOnInterrupt(L.Callback):
 
             # A sweep's job is resumed by resuming the sweep, which says how (sweeps.run_job).
             hint = "" if in_multirun() else f"; resume with ckpt_path={self.ckpt_path}"
+            what = type(exception).__name__
+            what = {"KeyboardInterrupt": "Ctrl-C", "SIGTERMException": "SIGTERM"}.get(what, what)
             log.warning(
-                "%s at epoch %d, step %d: saved %s%s",
-                type(exception).__name__,
-                trainer.current_epoch,
+                "%s in %s (step %d): saved %s%s",
+                what,
+                epoch_of(trainer),
                 trainer.global_step,
                 self.ckpt_path,
                 hint,
@@ -165,7 +167,8 @@ class ProgressBar(RichProgressBar):
         kwargs.setdefault("refresh_rate", max(1, round(1 / every_s)) if every_s else 100)
         super().__init__(**kwargs)
         self.every_s, self.log_every_s = every_s, log_every_s
-        self._shown_at = self._logged_at = self._started_at = float("-inf")
+        self._shown_at = float("-inf")
+        self._start()
         self.plain = not is_terminal()
 
     @property
@@ -185,7 +188,7 @@ class ProgressBar(RichProgressBar):
         if not self.plain or not trainer.is_global_zero or now - self._logged_at < self.log_every_s:
             return
         self._logged_at = now
-        rate = (batch_idx + 1) / max(now - self._started_at, 1e-9)
+        rate = self._batches / max(now - self._started_at, 1e-9)
         line = f"{what} {batch_idx + 1}/{total if total != float('inf') else '?'} batches"
         if trainer.training:  # the step's own metrics: the last validation's show at epoch end
             metrics = self.get_metrics(trainer, None)
@@ -193,7 +196,13 @@ class ProgressBar(RichProgressBar):
         log.info("%s, %.2f it/s", line, rate)
 
     def _start(self) -> None:
+        """A loop starts: batches and time are counted from here (for rates and epoch lines)."""
         self._started_at = self._logged_at = time.monotonic()
+        self._batches = 0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+        self._start()  # a resumed run's first epoch starts mid-way, with no epoch start hook
+        super().on_train_start(trainer, pl_module)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: Any) -> None:
         self._start()
@@ -207,19 +216,13 @@ class ProgressBar(RichProgressBar):
         self._start()
         super().on_predict_start(trainer, pl_module)
 
-    def _epoch(self, trainer: L.Trainer) -> str:
-        of = f"/{trainer.max_epochs}" if (trainer.max_epochs or -1) > 0 else ""
-        return f"epoch {trainer.current_epoch + 1}{of}"
-
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: Any) -> None:
         super().on_train_epoch_end(trainer, pl_module)
         if not trainer.is_global_zero:
             return
         seconds = time.monotonic() - self._started_at
-        steps = f"{trainer.num_training_batches} steps in {seconds:.1f} s"
-        line = (
-            f"{self._epoch(trainer)}: {steps}{metrics_text(self.get_metrics(trainer, pl_module))}"
-        )
+        steps = f"{self._batches} steps in {seconds:.1f} s"
+        line = f"{epoch_of(trainer)}: {steps}{metrics_text(self.get_metrics(trainer, pl_module))}"
         if self.plain:
             log.info(line)
         else:  # the bar shows it on the console
@@ -228,7 +231,8 @@ class ProgressBar(RichProgressBar):
     # Lightning passes (outputs, batch, batch_idx[, dataloader_idx]) after trainer and module.
     # On ranks > 0 the bar is disabled and its batch totals are never set: nothing to show.
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
-        self._log_line(trainer, self._epoch(trainer), args[2], self.total_train_batches)
+        self._batches += 1
+        self._log_line(trainer, epoch_of(trainer), args[2], self.total_train_batches)
         if not self.is_disabled and self._due(args[2], self.total_train_batches):
             super().on_train_batch_end(trainer, pl_module, *args)
 
@@ -237,18 +241,26 @@ class ProgressBar(RichProgressBar):
             super().on_validation_batch_end(trainer, pl_module, *args)
 
     def on_test_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
+        self._batches += 1
         total = trainer.num_test_batches[args[3] if len(args) > 3 else 0]
         self._log_line(trainer, "testing", args[2], total)
         if not self.is_disabled and self._due(args[2], self.total_test_batches_current_dataloader):
             super().on_test_batch_end(trainer, pl_module, *args)
 
     def on_predict_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
+        self._batches += 1
         total = trainer.num_predict_batches[args[3] if len(args) > 3 else 0]
         self._log_line(trainer, "predicting", args[2], total)
         if not self.is_disabled and self._due(
             args[2], self.total_predict_batches_current_dataloader
         ):
             super().on_predict_batch_end(trainer, pl_module, *args)
+
+
+def epoch_of(trainer: L.Trainer) -> str:
+    """`epoch 3/30`: counted from 1 for people (checkpoint names keep Lightning's count from 0)."""
+    of = f"/{trainer.max_epochs}" if (trainer.max_epochs or -1) > 0 else ""
+    return f"epoch {trainer.current_epoch + 1}{of}"
 
 
 def is_terminal() -> bool:
