@@ -411,6 +411,20 @@ def test_a_run_resumed_mid_epoch_trains_each_remaining_sample_once(
     else:
         ckpt = tmp_path / "steps" / f"{checkpoint}.ckpt"
         done = trained(straight)[: int(checkpoint.removeprefix("step"))]
+    if checkpoint != "step0012":  # mid-epoch: what is done is a count of batches of 8
+        from hotcv_train.errors import UserError
+
+        other = compose_config(
+            tmp_path / "other",
+            *args,
+            f"+callbacks.record.file={tmp_path / 'other.jsonl'}",
+            f"ckpt_path={ckpt}",
+            "dataset.batch_size=16",
+        )
+        with pytest.raises(
+            UserError, match=r"saved mid-epoch \(epoch 2, batch 2\) with batch_size 8, not 16"
+        ):
+            run(other)
     resumed = tmp_path / "resumed.jsonl"
     cfg = compose_config(
         tmp_path / "resumed",

@@ -504,14 +504,32 @@ class HFDataModule(L.LightningDataModule):
         return self._loader("predict")
 
     def state_dict(self) -> dict[str, Any]:
-        """Where training goes on from (`training_position`), saved in each checkpoint."""
+        """Where training goes on from (`training_position`), saved in each checkpoint, with the
+        batches' shape that counts it (per-device batch size, devices)."""
         if self.trainer is None:
             return {}
-        return {"train_position": list(training_position(self.trainer))}
+        return {
+            "train_position": list(training_position(self.trainer)),
+            "batch_size": self.batch_size,
+            "world_size": self.trainer.world_size,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if "train_position" in state_dict:
-            self.resume_at = tuple(state_dict["train_position"])
+        if "train_position" not in state_dict:
+            return
+        self.resume_at = tuple(state_dict["train_position"])
+        # Mid-epoch, the trained part of the epoch is a count of batches: of another size (or
+        # split over other devices) it would skip samples, or train some twice.
+        now = {"batch_size": self.batch_size, "world_size": getattr(self.trainer, "world_size", 1)}
+        changed = [k for k, v in now.items() if state_dict.get(k, v) != v]
+        if self.resume_at[1] and changed:
+            saved = ", ".join(f"{k} {state_dict[k]}" for k in changed)
+            raise UserError(
+                f"ckpt_path: saved mid-epoch (epoch {self.resume_at[0] + 1}, batch "
+                f"{self.resume_at[1]}) with {saved}, not {', '.join(f'{now[k]}' for k in changed)}: "
+                "resume with the same dataset.batch_size and trainer.devices, or from an "
+                "end-of-epoch checkpoint (last.ckpt) to change them"
+            )
 
     def train_position(self) -> tuple[int, int]:
         """Where the train loader's next epoch starts: a restored checkpoint's position, once,
