@@ -299,10 +299,11 @@ def test_predict_classifies_a_users_folder_of_unlabelled_images(
         f"ckpt_path={ckpt}",
         "dataset.num_workers=auto",  # the default: worker processes, as users run it
     )
-    run(predict)
+    metrics = run(predict)
     lines = (tmp_path / "predict" / "predictions.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
     assert [r["id"] for r in records] == sorted(truth)  # each image once; broken, stray: not
+    assert metrics == {"predict/samples": len(truth)}  # the final metrics say how many
     assert all(len(r["labels"]) == len(r["scores"]) == NUM_LABELS for r in records)
     correct = sum(r["labels"][0] == truth[r["id"]] for r in records)
     assert correct >= 9, records  # 0.75 of 12 where chance is 0.25

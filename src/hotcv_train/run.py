@@ -120,6 +120,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
                     module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, return_predictions=False
                 )
             metrics.update(scalars(trainer.callback_metrics))
+            written = output_dir / "predictions.jsonl"  # Lightning logs nothing while predicting
+            if cfg.stage == "predict" and written.is_file() and "predict/samples" not in metrics:
+                metrics["predict/samples"] = float(len(written.read_text().splitlines()))
     except SIGTERMException:
         raise SystemExit(143) from None  # Lightning's SIGTERM exit would otherwise report success
     finally:
