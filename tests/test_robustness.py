@@ -594,3 +594,20 @@ def test_last_ckpt_holds_the_last_epoch_when_it_is_not_the_best(
     (best,) = ckpts.glob("best-*.ckpt")
     assert best.name == "best-000.ckpt"
     assert last["epoch"] == 2 and last["global_step"] == 3 * 6  # 43 samples in batches of 8
+
+
+def test_a_checkpoint_from_another_recipe_is_named_before_the_data_loads(tmp_path: Path) -> None:
+    """`stage=test ckpt_path=<a quickstart checkpoint>` without experiment=quickstart would build
+    the default task's data (a hub download) and model: the run folder of the checkpoint says so."""
+    from hotcv_train.checkpoints import recipe_note
+
+    run_dir = tmp_path / "outputs" / "quickstart" / "2026-01-01_00-00-00"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "overrides.yaml").write_text("- experiment=quickstart\n- seed=1\n")
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    note = recipe_note(str(ckpt), ["stage=test", f"ckpt_path={ckpt}"])
+    assert note is not None and note.startswith(
+        "ckpt_path: the checkpoint's run was started with experiment=quickstart ("
+    )
+    assert recipe_note(str(ckpt), ["experiment=quickstart", "stage=test"]) is None
+    assert recipe_note(str(tmp_path / "elsewhere" / "x.ckpt"), []) is None  # no run folder

@@ -103,6 +103,26 @@ def checkpoint_notes(
     return notes
 
 
+def recipe_note(ckpt_path: str, overrides: list[str]) -> str | None:
+    """A note when the checkpoint's run was started with a `task=` or `experiment=` this run
+    lacks: its data and model settings differ (a quickstart checkpoint tested on the default
+    task's hub data, say). Read from the run folder the checkpoint sits in, if it is there."""
+    saved = Path(ckpt_path).expanduser().resolve().parents[1] / ".hydra" / "overrides.yaml"
+    try:
+        import yaml
+
+        theirs = yaml.safe_load(saved.read_text()) or []
+    except (OSError, ValueError):
+        return None
+    missing = [o for o in theirs if str(o).startswith(("task=", "experiment=")) and o not in overrides]
+    if not missing:
+        return None
+    return (
+        f"ckpt_path: the checkpoint's run was started with {' '.join(missing)} ({saved}); "
+        "this run was not: add it, or its data and model settings differ from the checkpoint's"
+    )
+
+
 def check_checkpoint(ckpt_path: str) -> None:
     """Raise a one-line `UserError` when `ckpt_path` is damaged, naming the newest good one."""
     path = Path(ckpt_path).expanduser()

@@ -15,6 +15,7 @@ from hotcv_train.checkpoints import (
     check_checkpoint,
     checkpoint_notes,
     read_checkpoint,
+    recipe_note,
     restore_errors,
     saved_labels,
 )
@@ -44,6 +45,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     check_config(cfg)  # every config problem, listed at once, before anything is built
     if cfg.ckpt_path is not None:
         check_checkpoint(cfg.ckpt_path)
+        overrides = command_overrides()
+        if overrides is not None and (note := recipe_note(cfg.ckpt_path, overrides)):
+            log.warning(note)
 
     import lightning as L
     import torch
@@ -153,6 +157,13 @@ def instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
         if cause is not None:  # Lightning rejecting a combination of settings
             raise UserError(f"{key}: {cause}") from None
         raise
+
+
+def command_overrides() -> list[str] | None:
+    """This run's command-line overrides; None outside a Hydra run (a DDP rank, a test)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
 
 
 def tested(checkpoint: Any) -> str:
