@@ -65,6 +65,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     for message in LIGHTNING_NOISE:
         warnings.filterwarnings("ignore", f"{message}.*")
+    # huggingface_hub prints each line twice: through a stderr handler of its own, then through
+    # Hydra's (console and train.log). Keep Hydra's.
+    import huggingface_hub  # noqa: F401  (its logger gets its handler on import)
+
+    hub_log = logging.getLogger("huggingface_hub")
+    hub_log.handlers = [h for h in hub_log.handlers if type(h) is not logging.StreamHandler]
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
     datamodule = instantiate(cfg.dataset, "dataset")
