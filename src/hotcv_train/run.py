@@ -199,7 +199,11 @@ def finish_loggers(loggers: list[Any]) -> None:
 
 def print_summary(output_dir: Path, metrics: dict[str, float]) -> None:
     width = max((len(k) for k in metrics), default=0)
-    lines = [f"  {k:<{width}}  {v:.4f}" for k, v in sorted(metrics.items())]
+    # 4 decimals, but a learning rate of 2e-5 is not 0.0000
+    lines = [
+        f"  {k:<{width}}  {v:.4f}" if v == 0 or abs(v) >= 1e-3 else f"  {k:<{width}}  {v:.2e}"
+        for k, v in sorted(metrics.items())
+    ]
     text = "\n".join([f"run folder: {output_dir}", "final metrics:", *lines])
     print(f"\n{text}", flush=True)
     log_to_files(log, text)
