@@ -162,14 +162,63 @@ def test_iou_summed_over_images(own_labels: Path, tiny_dir: Path, tmp_path: Path
     assert records["beach"]["metrics"]["miou"] < 1
 
 
-def test_mask_values_beyond_the_prompts_fail_clearly(
-    own_labels: Path, tiny_dir: Path, tmp_path: Path
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ((0, 255), r"is a binary 0/255 mask, which cannot say which of the 3 prompts it marks; "
+         r"score one prompt at a time \('module.prompts=\["),
+        ((0, 1, 7), r"holds label\(s\) \[7\] but module.prompts has 3 prompt\(s\); .*"
+         r"set module.ignore_index=<value>"),
+    ],
+    ids=["binary", "beyond_the_prompts"],
+)  # fmt: skip
+def test_a_mask_that_fits_no_prompt_stops_the_run_before_anything_is_written(
+    values: tuple[int, ...], message: str, tiny_dir: Path, tmp_path: Path
 ) -> None:
     masks = tmp_path / "masks"
-    shutil.copytree(own_labels, masks)
-    Image.fromarray(np.full((32, 32), 255, np.uint8)).save(masks / "city.png")  # a 0/255 mask
-    with pytest.raises(UserError, match=r"city holds label\(s\) \[255\].*module.ignore_index"):
-        run(clipseg_config(tmp_path / "run", tiny_dir, f"dataset.references={masks}"))
+    shutil.copytree(stripe_masks(tiny_dir / "clipseg_masks"), masks)
+    height, width = IMAGES["zoo"]  # the last input: a check at its turn comes after the others
+    pixels = np.resize(np.array(values, np.uint8), height * width).reshape(height, width)
+    Image.fromarray(pixels).save(masks / "zoo.png")
+    run_dir = tmp_path / "run"
+    with pytest.raises(UserError, match=rf"^dataset.references: mask {masks / 'zoo.png'} "
+                       rf"\(input zoo\) {message}") as error:  # fmt: skip
+        run(clipseg_config(run_dir, tiny_dir, f"dataset.references={masks}"))
+    assert len(error.value.problems) == 1
+    assert not (run_dir / "predictions").exists() and not (run_dir / "predictions.jsonl").exists()
+
+
+def test_binary_masks_of_one_prompt_score_as_label_maps(tiny_dir: Path, tmp_path: Path) -> None:
+    """With one prompt, a mask's foreground is its nonzero pixels in a 0/1 mask and those over
+    127 in an 8-bit one: 0/255 PNGs, 1-bit PNGs and grey-edged (resized, JPEG) masks all score
+    as the 0/1 label map does."""
+    stripes = stripe_masks(tiny_dir / "clipseg_masks")
+    rng = np.random.default_rng(0)
+    formats = {
+        "label_map": lambda fg: Image.fromarray(fg.astype(np.uint8)),
+        "0_255": lambda fg: Image.fromarray(fg.astype(np.uint8) * 255),
+        "1_bit": lambda fg: Image.fromarray(fg),  # mode "1"
+        "grey": lambda fg: Image.fromarray(
+            np.where(fg, rng.integers(128, 256, fg.shape), rng.integers(0, 128, fg.shape))
+            .astype(np.uint8)
+        ),
+    }  # fmt: skip
+    results = {}
+    for name, to_image in formats.items():
+        masks = tmp_path / name
+        for key in IMAGES:
+            foreground = read_labels(stripes / f"{key}.png") >= 2  # the lower half
+            (masks / key).parent.mkdir(parents=True, exist_ok=True)
+            to_image(foreground).save(masks / f"{key}.png")
+        overrides = [f"dataset.references={masks}", "module.prompts=[sky]", "module.threshold=0.3"]
+        metrics = run(clipseg_config(tmp_path / f"run_{name}", tiny_dir, *overrides))
+        results[name] = metrics, read_records(tmp_path / f"run_{name}")
+    assert Image.open(tmp_path / "1_bit" / "zoo.png").mode == "1"
+    metrics, records = results["label_map"]
+    assert metrics["test/scored"] == len(IMAGES) and 0 < metrics["test/iou_sky"] < 1
+    for name in formats:
+        assert results[name][0] == pytest.approx(metrics), name
+        assert results[name][1] == records, name
 
 
 def test_missing_reference_is_an_error_or_unscored(
@@ -360,6 +409,29 @@ def test_listed_files_with_one_name_keep_their_own_outputs(tiny_dir: Path, tmp_p
     twice = f"dataset.files=[{tmp_path / 'a' / 'x.png'},{tmp_path / 'a' / 'x.png'}]"
     with pytest.raises(UserError, match=r"x\.png is listed twice"):
         run(clipseg_config(tmp_path / "twice", tiny_dir, twice, "dataset.path=null"))
+
+
+def test_listed_files_need_no_path(tiny_dir: Path, tmp_path: Path) -> None:
+    """dataset.files alone is enough; neither or both is one line naming the fix."""
+    images = tiny_images(tiny_dir / "clipseg_images")
+    model = f"module.model.name_or_path={tiny_clipseg(tiny_dir / 'clipseg')}"
+    listed = f"dataset.files=[{images / 'city.png'},{images / 'zoo.png'}]"
+    task = ["task=clipseg_zeroshot", model, PROMPTS_OVERRIDE, "module.overlay=false"]
+    run(compose_config(tmp_path / "run", *task, listed, "stage=predict"))
+    assert sorted(read_records(tmp_path / "run")) == ["city", "zoo"]
+
+    with pytest.raises(UserError) as error:
+        run(compose_config(tmp_path / "neither", *task))
+    assert error.value.problems == [
+        "dataset.path: no inputs given; set dataset.path=<image folder | save_to_disk folder | "
+        "hub dataset id> or dataset.files=[a.png,b.png]"
+    ]
+    with pytest.raises(UserError) as error:
+        run(compose_config(tmp_path / "both", *task, listed, f"dataset.path={images}"))
+    assert error.value.problems == [
+        f"dataset.files: given together with dataset.path={images}; give one of them "
+        "(dataset.path=null runs on the listed files)"
+    ]
 
 
 @pytest.mark.parametrize("key", ["image_mode", "reference_mode"])

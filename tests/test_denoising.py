@@ -237,6 +237,97 @@ def test_an_input_without_a_reference_is_denoised_unscored(make_config, tiny_dir
     assert (run_dir / "predictions/c_denoised.png").exists()
 
 
+def resized_reference(tiny_dir: Path, tmp_path: Path, *extra: str) -> tuple[list[str], Path]:
+    """The task's overrides with the clean image of scene/b (the last input) 3 px wider."""
+    _, clean = noisy_pairs(tiny_dir / "denoise_pairs")
+    changed = tmp_path / "clean_resized"
+    shutil.copytree(clean, changed)
+    image = Image.open(changed / "scene" / "b.png")
+    image.resize((image.width + 3, image.height)).save(changed / "scene" / "b.png")
+    overrides = [o for o in maxim_overrides(tiny_dir) if not o.startswith("dataset.references")]
+    return [*overrides, f"dataset.references={changed}", *extra], changed
+
+
+def test_a_clean_image_of_another_size_stops_the_run_before_anything_is_written(
+    make_config, tiny_dir: Path, tmp_path: Path
+) -> None:
+    overrides, clean = resized_reference(tiny_dir, tmp_path)
+    noisy, _ = noisy_pairs(tiny_dir / "denoise_pairs")
+    with pytest.raises(UserError) as error:
+        run(make_config("task=maxim_denoise", *overrides))
+    assert error.value.problems == [
+        f"dataset.references: reference {clean / 'scene' / 'b.png'} is 40x32 px but its input "
+        f"{noisy / 'scene' / 'b.png'} is 37x32 px; a reference must be the size of its input: "
+        "pair the right files or resize them, or set dataset.missing_reference=skip to evaluate "
+        "such inputs unscored"
+    ]
+    assert not (tmp_path / "run" / "predictions").exists()
+
+
+def test_a_clean_image_of_another_size_under_skip_is_denoised_unscored(
+    make_config, tiny_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    overrides, clean = resized_reference(tiny_dir, tmp_path, "dataset.missing_reference=skip")
+    metrics = run(make_config("task=maxim_denoise", *overrides))
+    assert (metrics["test/samples"], metrics["test/scored"]) == (len(PAIRS), len(PAIRS) - 1)
+    assert metrics["test/psnr"] > metrics["test/psnr_input"]
+    records = {
+        r["id"]: r
+        for r in map(json.loads, (tmp_path / "run" / "predictions.jsonl").read_text().splitlines())
+    }
+    assert records["scene/b"]["metrics"] == {} and records["a"]["metrics"]
+    assert f"reference {clean / 'scene' / 'b.png'} is 40x32 px" in caplog.text
+    assert "evaluated unscored (dataset.missing_reference=skip)" in caplog.text
+
+
+def test_reference_sizes_come_upright_from_headers(tmp_path: Path) -> None:
+    """A phone's clean JPEG (EXIF orientation 6: stored 80x40, seen 40x80) pairs with an upright
+    40x80 input; a turned one without EXIF does not. HF image columns are read the same way."""
+    import datasets
+
+    from hotcv_train.datamodules.images import ImageInputsDataModule
+
+    def data(path: Path, references: str) -> ImageInputsDataModule:
+        return ImageInputsDataModule(
+            path=str(path), files=None, split="test", image_column="image", id_column=None,
+            references=references, missing_reference="error", image_mode="RGB",
+            reference_mode="RGB", max_inputs=None, batch_size=1, num_workers=0,
+            max_image_pixels=None,
+        )  # fmt: skip
+
+    noisy, clean = tmp_path / "noisy", tmp_path / "clean"
+    noisy.mkdir()
+    clean.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (40, 80)).save(noisy / "phone.png")
+    Image.new("RGB", (80, 40)).save(clean / "phone.jpg", exif=exif)
+    folder = data(noisy, str(clean))
+    folder.setup("test")
+    folder.check_reference_sizes()  # no complaint
+
+    Image.new("RGB", (80, 40)).save(clean / "phone.jpg")  # the same pixels, no EXIF
+    folder = data(noisy, str(clean))
+    folder.setup("test")
+    with pytest.raises(UserError, match=r"phone\.jpg is 80x40 px but its input .*phone\.png is "
+                       r"40x80 px;"):  # fmt: skip
+        folder.check_reference_sizes()
+
+    rows = {
+        "image": [Image.new("RGB", (4, 4)), Image.new("RGB", (6, 5))],
+        "clean": [Image.new("RGB", (4, 4)), Image.new("RGB", (5, 6))],
+    }
+    features = datasets.Features({"image": datasets.Image(), "clean": datasets.Image()})
+    datasets.DatasetDict(
+        {"test": datasets.Dataset.from_dict(rows, features=features)}
+    ).save_to_disk(tmp_path / "pairs")
+    hf = data(tmp_path / "pairs", "clean")
+    hf.setup("test")
+    with pytest.raises(UserError, match=r"reference row 1 \('clean'\) is 5x6 px but its input "
+                       r"row 1 \('image'\) is 6x5 px;"):  # fmt: skip
+        hf.check_reference_sizes()
+
+
 @pytest.mark.slow
 def test_two_ranks_denoise_every_input_once(tiny_dir: Path, tmp_path: Path) -> None:
     """DDP on the CPU, one rank holding only an unscored input: results equal to one process."""

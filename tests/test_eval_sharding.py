@@ -7,6 +7,7 @@ number of inputs, so an even split is impossible and a padding sampler would dup
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from PIL import Image
 
 from hotcv_train.run import run
 from tests.conftest import compose_config, train_py
-from tests.tiny.inference_clipseg import IMAGES, PROMPTS, clipseg_overrides
+from tests.tiny.inference_clipseg import IMAGES, PROMPTS, clipseg_overrides, stripe_masks
 
 TASK = "clipseg_zeroshot"
 assert len(IMAGES) % 2 == 1, "the sharding tests need an odd number of inputs"
@@ -83,6 +84,31 @@ def test_records_do_not_depend_on_the_number_of_ranks(
             continue  # a matplotlib drawing of the label map compared next
         one = np.asarray(Image.open(one_dir / output))
         assert np.array_equal(one, np.asarray(Image.open(ddp_dir / output))), output
+
+
+def test_a_bad_mask_stops_every_rank_before_anything_is_written(
+    tiny_dir: Path, tmp_path: Path
+) -> None:
+    """Each rank checks every mask before its first input, so a mask that one rank alone would
+    reach stops both ranks at once (not one mid-run, after some outputs, while the other waits)."""
+    masks = tmp_path / "masks"
+    shutil.copytree(stripe_masks(tiny_dir / "clipseg_masks"), masks)
+    height, width = IMAGES["zoo"]
+    Image.fromarray(np.full((height, width), 255, np.uint8)).save(masks / "zoo.png")
+    overrides = [o for o in clipseg_overrides(tiny_dir) if not o.startswith("dataset.references")]
+    result = train_py(
+        f"task={TASK}",
+        "trainer=ddp_cpu",
+        *overrides,
+        f"dataset.references={masks}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = f"error: dataset.references: mask {masks / 'zoo.png'} (input zoo) is a binary 0/255"
+    assert line in result.stderr, result.stderr[-3000:]
+    assert not list((tmp_path / "logs").rglob("predictions*")), "outputs written before the error"
 
 
 def test_more_ranks_than_inputs_is_a_clear_error(tiny_dir: Path, tmp_path: Path) -> None:

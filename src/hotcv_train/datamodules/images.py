@@ -79,6 +79,22 @@ def images_to_predict(path: str | None) -> dict[str, Path] | None:
     return find_images(target) or None
 
 
+def upright_size(source: Any) -> tuple[int, int]:
+    """(width, height) of an image file (a path or a binary file object) as `open_image` turns
+    it, read from its header without decoding the pixels.
+
+    A PNG's EXIF counts only when it precedes the pixels: Pillow decodes the file to look for a
+    later one (and phones write JPEG, whose EXIF is in the header).
+    """
+    from PIL import Image
+
+    with Image.open(source) as image:
+        width, height = image.size
+        exif_read = image.format != "PNG" or "exif" in image.info
+        turned = exif_read and image.getexif().get(EXIF_ORIENTATION) in (5, 6, 7, 8)
+    return (height, width) if turned else (width, height)
+
+
 def open_image(path: Path) -> Any:
     """A PIL image the way it is seen: turned upright by its EXIF orientation (phone photos), as
     datasets' Image feature decodes the training data."""
@@ -152,11 +168,17 @@ class ImageInputs(Dataset):
     def _name(self, source: Path | int, column: str | None) -> str:
         return str(source) if isinstance(source, Path) else f"row {source} ({column!r})"
 
+    def limit_pixels(self) -> None:
+        """Apply `max_image_pixels` in this process (a DataLoader worker has its own PIL)."""
+        from PIL import Image
+
+        if self.max_image_pixels is not None:
+            Image.MAX_IMAGE_PIXELS = self.max_image_pixels
+
     def __getitem__(self, index: int) -> dict | None:
         from PIL import Image
 
-        if self.max_image_pixels is not None:  # set here: this may be a DataLoader worker
-            Image.MAX_IMAGE_PIXELS = self.max_image_pixels
+        self.limit_pixels()
         key, image_source, reference_source = self.items[index]
         try:
             image = self._open(image_source, self.columns[0], self.modes[0])
@@ -210,7 +232,7 @@ class ImageInputsDataModule(L.LightningDataModule):
 
     Args:
         path: An image folder (searched recursively; hidden files and folders left out), a
-            `save_to_disk` folder, or a hub dataset id.
+            `save_to_disk` folder, or a hub dataset id. Null when `files` are given.
         files: Explicit list of image files, instead of `path`; named by their path below the
             folder they all share (just the file name when they share their folder).
         split: Split of an HF dataset.
@@ -220,7 +242,8 @@ class ImageInputsDataModule(L.LightningDataModule):
             stem, else by file name when exactly one reference has it; or the reference column
             of an HF dataset. Null: no scoring. Ignored at `stage=predict`.
         missing_reference: `error` stops before work (and skips an input whose reference cannot
-            be decoded); `skip` evaluates such inputs unscored.
+            be decoded); `skip` evaluates such inputs unscored. A reference its job cannot use
+            (`check_reference_sizes`) counts as missing.
         image_mode: PIL mode inputs are converted to (RGB).
         reference_mode: PIL mode references are converted to (L for label masks, RGB for images).
         max_inputs: Keep only the first N inputs (null: all).
@@ -247,8 +270,18 @@ class ImageInputsDataModule(L.LightningDataModule):
         max_image_pixels: Count | None,
     ):
         super().__init__()
-        if (path is None) == (files is None):
-            raise UserError("dataset.path: set exactly one of dataset.path and dataset.files")
+        if path is None and files is None:
+            raise UserError(
+                "dataset.path: no inputs given; set dataset.path=<image folder | save_to_disk "
+                "folder | hub dataset id> or dataset.files=[a.png,b.png]"
+            )
+        if path is not None and files is not None:
+            raise UserError(
+                f"dataset.files: given together with dataset.path={path}; give one of them "
+                "(dataset.path=null runs on the listed files)"
+            )
+        if files is not None and not files:
+            raise UserError("dataset.files: empty list; list image files, e.g. [a.png,b.png]")
         self.path, self.files, self.split = path, files, split
         self.image_column, self.id_column = image_column, id_column
         self.references, self.missing_reference = references, missing_reference
@@ -424,6 +457,124 @@ class ImageInputsDataModule(L.LightningDataModule):
             self.missing_reference,
             self.max_image_pixels,
         )
+
+    def decoded_references(self) -> Iterator[tuple[str, str, torch.Tensor]]:
+        """(input id, where its reference is, the reference as the run decodes it) for every
+        input with a reference, so a job can check them all before any input is processed.
+
+        A reference that cannot be decoded is left out: the run names it when its turn comes
+        and applies `dataset.missing_reference`.
+        """
+        from PIL import Image
+
+        assert self.items is not None, "call setup() first"
+        dataset = self._dataset()
+        dataset.limit_pixels()
+        for key, _, source in self.items:
+            if source is None:
+                continue
+            try:
+                reference = dataset._open(source, self.references, self.reference_mode)
+            except (*DECODE_ERRORS, Image.DecompressionBombError):
+                continue
+            yield key, dataset._name(source, self.references), reference
+
+    def check_reference_sizes(self) -> None:
+        """Every reference must be the size of its input (jobs that score pixel by pixel).
+
+        Sizes come from file headers, so this costs a fraction of decoding. A mismatched pair
+        stops the run before any input is processed, naming both files and their sizes; under
+        `dataset.missing_reference=skip` its input is evaluated unscored, with a warning.
+        """
+        assert self.items is not None, "call setup() first"
+        dataset = self._dataset()
+        dataset.limit_pixels()
+        columns = (self.image_column, self.references)
+        modes = (self.image_mode, self.reference_mode)
+        inputs, references = (self._header_sizes(dataset, i, columns[i]) for i in (0, 1))
+        mismatched: list[str] = []
+        for index, (key, image, reference) in enumerate(self.items):
+            sizes = inputs[index], references[index]
+            if None in sizes or sizes[0] == sizes[1]:
+                continue
+            # A header can miss the EXIF turn of a PNG whose EXIF follows its pixels: decode both
+            # before calling the pair mismatched.
+            sizes = tuple(
+                self._decoded_size(dataset, source, columns[i], modes[i])
+                for i, source in enumerate((image, reference))
+            )
+            if None in sizes or sizes[0] == sizes[1]:
+                continue
+            (iw, ih), (rw, rh) = sizes
+            mismatched.append(
+                f"reference {dataset._name(reference, columns[1])} is {rw}x{rh} px but its input "
+                f"{dataset._name(image, columns[0])} is {iw}x{ih} px"
+            )
+            if self.missing_reference == "skip":
+                self.items[index] = (key, image, None)
+        if not mismatched:
+            return
+        more = f" (and {len(mismatched) - 1} more pair(s))" if len(mismatched) > 1 else ""
+        if self.missing_reference == "error":
+            raise UserError(
+                f"dataset.references: {mismatched[0]}{more}; a reference must be the size of its "
+                "input: pair the right files or resize them, or set "
+                "dataset.missing_reference=skip to evaluate such inputs unscored"
+            )
+        log.warning(
+            "dataset.references: %s%s; such inputs are evaluated unscored "
+            "(dataset.missing_reference=skip)",
+            mismatched[0],
+            more,
+        )
+
+    def _header_sizes(
+        self, dataset: ImageInputs, which: int, column: str | None
+    ) -> list[tuple[int, int] | None]:
+        """Upright (width, height) of every item's input (`which`=0) or reference (1), from
+        file headers where they can be read; None where there is none or it cannot be read."""
+        import io
+
+        from PIL import Image
+
+        cells = None  # an HF image column, undecoded: each cell's bytes or file path
+        if self.rows is not None and column is not None:
+            from datasets import Image as ImageFeature
+
+            if isinstance(self.rows.features.get(column), ImageFeature):
+                view = self.rows.select_columns([column])
+                cells = view.cast_column(column, ImageFeature(decode=False))
+        sizes: list[tuple[int, int] | None] = []
+        for item in self.items or []:
+            source, size = item[which + 1], None
+            try:
+                if isinstance(source, Path):
+                    size = upright_size(source)
+                elif source is not None:
+                    cell = cells[source][column] if cells is not None else None
+                    if cell and cell.get("bytes"):
+                        size = upright_size(io.BytesIO(cell["bytes"]))
+                    elif cell and cell.get("path") and Path(cell["path"]).is_file():
+                        size = upright_size(cell["path"])
+                    else:  # a remote file, or not an image column: decode it
+                        mode = (self.image_mode, self.reference_mode)[which]
+                        size = self._decoded_size(dataset, source, column, mode)
+            except (*DECODE_ERRORS, Image.DecompressionBombError):
+                size = None  # named, and skipped or left unscored, when its turn comes
+            sizes.append(size)
+        return sizes
+
+    @staticmethod
+    def _decoded_size(
+        dataset: ImageInputs, source: Path | int, column: str | None, mode: str
+    ) -> tuple[int, int] | None:
+        from PIL import Image
+
+        try:
+            height, width = dataset._open(source, column, mode).shape[-2:]
+        except (*DECODE_ERRORS, Image.DecompressionBombError):
+            return None
+        return width, height
 
     def test_dataloader(self) -> DataLoader:
         return self._loader()

@@ -249,6 +249,7 @@ class DenoisingModule(InferenceModule):
         self.ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)  # references checked before TensorFlow loads
         if self.model is not None:
             return
         tf = import_tensorflow(self.trainer.strategy.root_device)
@@ -263,6 +264,10 @@ class DenoisingModule(InferenceModule):
                 f"module.tile_overlap: must be within [0, {overlap_limit}] for "
                 f"{self.model.tile[0]}x{self.model.tile[1]} tiles, got {self.tile_overlap}"
             )
+
+    def check_references(self, datamodule: Any) -> None:
+        """PSNR and SSIM compare pixel by pixel: a clean image must be its noisy input's size."""
+        datamodule.check_reference_sizes()
 
     def infer(self, samples: list[dict]) -> list[dict]:
         assert self.model is not None, "setup() loads the model"

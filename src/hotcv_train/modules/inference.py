@@ -22,7 +22,7 @@ class InferenceModule(L.LightningModule):
     Each rank writes the outputs of its own share of the inputs under `<run>/predictions/`, named
     from each input's id (its relative stem), and one JSON line per input to a per-rank file;
     rank 0 merges those into `predictions.jsonl`, sorted by id, once every rank is done.
-    Subclasses implement `infer`.
+    Subclasses implement `infer`, and `check_references` where a reference can be unusable.
 
     Every run counts, summed over ranks, the inputs processed (`test/samples`), those skipped
     as undecodable (`test/skipped`) and, when the data has references, those scored against
@@ -86,6 +86,15 @@ class InferenceModule(L.LightningModule):
         """Whether the data pairs inputs with references this job scores against."""
         datamodule = getattr(self.trainer, "datamodule", None)
         return self.uses_references and getattr(datamodule, "references", None) is not None
+
+    def setup(self, stage: str) -> None:
+        if stage == "test" and self.has_references:
+            self.check_references(self.trainer.datamodule)
+
+    def check_references(self, datamodule: Any) -> None:
+        """Raise `UserError` for references this job cannot score; called once the data is set
+        up and before any input is processed, so a bad reference stops the run before anything
+        is written (rather than after some outputs, or on one rank only)."""
 
     def _start(self, scoring: bool) -> None:
         self.scoring = scoring

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import warnings
@@ -15,6 +16,8 @@ from hotcv_train.errors import UserError
 from hotcv_train.hub import hub_errors
 from hotcv_train.models import KEY, ModelSpec, build_model
 from hotcv_train.modules.inference import InferenceModule
+
+log = logging.getLogger(__name__)
 
 
 def prompt_slug(prompt: str) -> str:
@@ -32,6 +35,48 @@ def predict_labels(probs: torch.Tensor, thresholds: torch.Tensor) -> torch.Tenso
     reached = probs >= thresholds.to(probs)[:, None, None]
     best, index = probs.masked_fill(~reached, -1).max(0)
     return torch.where(best >= 0, index + 1, 0)
+
+
+def mask_labels(
+    mask: torch.Tensor, num_prompts: int, ignore_index: int | None, where: str
+) -> torch.Tensor:
+    """A reference mask as a label map: 0 = none of the prompts, k = the k-th, `ignore_index` void.
+
+    A mask whose values are all labels (or `ignore_index`) is a label map as it is; a 0/1 mask
+    is one. With a single prompt, a mask holding values above 127 is a binary mask (0/255, a
+    1-bit PNG, or grey edges from resizing or JPEG): its pixels above 127 are the prompt's. With
+    several prompts such a mask cannot say which prompt it marks, so it is an error.
+
+    Args:
+        mask: `(H, W)` uint8 mask, read with `dataset.reference_mode=L`.
+        where: The mask as error messages name it.
+    """
+    if mask.ndim != 2:
+        raise UserError(
+            f"dataset.reference_mode: {where} has {mask.shape[0]} channels; masks are label "
+            "maps, read with dataset.reference_mode=L"
+        )
+    values = mask.unique().tolist()
+    beyond = [v for v in values if v > num_prompts and v != ignore_index]
+    if not beyond:
+        return mask.long()
+    if num_prompts == 1 and max(beyond) > 127:
+        labels = (mask > 127).long()
+        if ignore_index is not None:
+            labels[mask == ignore_index] = ignore_index
+        return labels
+    if set(values) <= {0, 255}:
+        raise UserError(
+            f"dataset.references: {where} is a binary 0/255 mask, which cannot say which of the "
+            f"{num_prompts} prompts it marks; score one prompt at a time "
+            "('module.prompts=[<the prompt it marks>]'), or save label maps (0 = none, k = the "
+            "k-th prompt)"
+        )
+    raise UserError(
+        f"dataset.references: {where} holds label(s) {beyond[:5]} but module.prompts has "
+        f"{num_prompts} prompt(s); masks hold 0 (background) and k for the k-th prompt; set "
+        "module.ignore_index=<value> to leave a void label unscored"
+    )
 
 
 def iou_per_prompt(
@@ -55,8 +100,10 @@ class ZeroShotSegmentationModule(InferenceModule):
     Outputs under `predictions/`: `<id>.mask_<prompt>.png` (probability x 255, mode L),
     `<id>.labels.png` (palette PNG whose pixel values are labels: k for the k-th prompt, 0 for
     none, the format references use) and `<id>.overlay.png` (the image, labels and a legend).
-    With references (label maps in that format) it scores IoU per prompt and their mean
-    (`test/iou_<prompt>`, `test/miou`) over all pixels of all inputs, and each input's own IoUs.
+    With references (label maps in that format; with a single prompt also binary 0/255 masks,
+    see `mask_labels`) it scores IoU per prompt and their mean (`test/iou_<prompt>`,
+    `test/miou`) over all pixels of all inputs, and each input's own IoUs. Every mask is
+    checked before the first image is segmented.
 
     Args:
         model: Where CLIPSeg comes from; its folder or hub repo also holds the processor.
@@ -148,23 +195,27 @@ class ZeroShotSegmentationModule(InferenceModule):
             )
         return records
 
+    def check_references(self, datamodule: Any) -> None:
+        """Every mask must say which prompt each of its pixels is (`mask_labels`)."""
+        checked = void_only = 0
+        for key, name, mask in datamodule.decoded_references():
+            mask_labels(mask, len(self.prompts), self.ignore_index, f"mask {name} (input {key})")
+            checked += 1
+            void_only += set(mask.unique().tolist()) == {0, self.ignore_index}
+        log.info("dataset.references: %d mask(s) checked", checked)
+        if checked and void_only == checked:
+            log.warning(
+                "dataset.references: every mask holds only 0 and module.ignore_index=%d, so no "
+                "pixel marks a prompt; binary 0/%d masks of one prompt need "
+                "module.ignore_index=null",
+                self.ignore_index,
+                self.ignore_index,
+            )
+
     def _score(self, key: str, labels: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
         """Update the dataset-wide IoU with one input; return the input's own IoUs."""
-        if target.ndim != 2:
-            raise UserError(
-                f"dataset.reference_mode: the reference of {key} has {target.shape[0]} channels; "
-                "label-map references need dataset.reference_mode=L"
-            )
-        target = target.long()
-        bad = [
-            v for v in target.unique().tolist() if v > len(self.prompts) and v != self.ignore_index
-        ]
-        if bad:
-            raise UserError(
-                f"dataset.references: the mask of {key} holds label(s) {bad[:5]} but module.prompts "
-                f"has {len(self.prompts)} prompt(s); masks hold 0 (background) and k for the k-th "
-                "prompt; set module.ignore_index=<value> to leave a void label unscored"
-            )
+        where = f"the mask of {key}"
+        target = mask_labels(target, len(self.prompts), self.ignore_index, where)
         if labels.shape != target.shape:  # a mask at another resolution than its image
             labels = F.interpolate(labels[None, None].float(), size=target.shape, mode="nearest")
             labels = labels[0, 0].long()
