@@ -189,6 +189,21 @@ def test_a_mistyped_swept_key_stops_the_sweep_before_its_first_job(
     assert not list(tmp_path.glob("outputs/*/multirun/*/*"))  # no job ran
 
 
+def test_a_bad_value_in_any_job_of_a_grid_sweep_stops_it_before_the_first_job(
+    tmp_path: Path,
+) -> None:
+    """Every job's config is checked as the sweep starts, not when its turn comes."""
+    result = train_py(
+        "-m", "experiment=quickstart", "dataset.batch_size=16,0", "seed=1,2", cwd=tmp_path
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        "error: dataset.batch_size: must be >= 1, got 0 (in 2 of 4 jobs: dataset.batch_size=0 "
+        "seed=1 and 1 more)"
+    ]
+    assert not list(tmp_path.glob("outputs/*/multirun/*/*"))  # no job ran
+
+
 def test_predict_stage_on_a_module_without_one(make_config, tiny_dir: Path) -> None:
     cfg = make_config("task=glpn_nyu", *depth_overrides(tiny_dir), "stage=predict")
     assert problems_of(cfg) == [
@@ -322,3 +337,144 @@ def test_a_run_folder_as_ckpt_path_names_a_checkpoint_in_it(make_config, tmp_pat
     assert problems_of(cfg) == [
         f"ckpt_path: {run_dir} is a folder; give one checkpoint file in it (e.g. ckpt_path={last})"
     ]
+
+
+def test_endless_training_with_a_scheduler_is_a_config_error(make_config) -> None:
+    """max_epochs=-1 (Lightning's "no end") gives the cosine schedule infinitely many steps:
+    an OverflowError as training started. With max_steps, or no scheduler, it runs."""
+    from hotcv_train.checks import check_config
+
+    cfg = make_config("experiment=quickstart", "trainer.max_epochs=-1")
+    assert problems_of(cfg) == [
+        "trainer.max_epochs: -1 (no end) leaves module.scheduler no number of steps to "
+        "schedule; set trainer.max_epochs=N or trainer.max_steps=N, or module.scheduler=null "
+        "(a constant learning rate)"
+    ]
+    check_config(
+        make_config("experiment=quickstart", "trainer.max_epochs=-1", "trainer.max_steps=3")
+    )
+    check_config(
+        make_config("experiment=quickstart", "trainer.max_epochs=-1", "module.scheduler=null")
+    )
+
+
+def test_a_scheduler_without_a_finite_step_count_is_one_line_at_runtime() -> None:
+    """What the config cannot tell: a loader without a length, with max_epochs=-1."""
+    from functools import partial
+    from types import SimpleNamespace
+
+    from hotcv_train.modules.base import TaskModule, cosine_with_warmup
+
+    module = TaskModule(
+        optimizer=partial(torch.optim.SGD, lr=0.1),
+        scheduler=partial(cosine_with_warmup, warmup_ratio=0.1),
+        compile=False,
+        channels_last=False,
+    )
+    module.weight = torch.nn.Parameter(torch.zeros(1))
+    module._trainer = SimpleNamespace(estimated_stepping_batches=float("inf"))
+    with pytest.raises(UserError, match=r"^module.scheduler: needs a finite number of training"):
+        module.configure_optimizers()
+
+
+def test_trainer_counts_lightning_divides_by_are_checked(make_config) -> None:
+    """Lightning takes these unchecked and fails with a ZeroDivisionError once training starts."""
+    cfg = make_config(
+        "experiment=quickstart",
+        "trainer.accumulate_grad_batches=0",
+        "trainer.check_val_every_n_epoch=0",
+        "trainer.val_check_interval=0",
+        "trainer.log_every_n_steps=-1",
+        "trainer.num_sanity_val_steps=-2",
+    )
+    assert sorted(problems_of(cfg)) == [
+        "trainer.accumulate_grad_batches: must be >= 1, got 0",
+        "trainer.check_val_every_n_epoch: must be >= 1, got 0",
+        "trainer.log_every_n_steps: must be >= 0, got -1",
+        "trainer.num_sanity_val_steps: must be >= -1, got -2",
+        "trainer.val_check_interval: must be > 0, got 0",
+    ]
+
+
+def test_a_vit_trains_at_another_image_size_than_its_config(make_config) -> None:
+    """ViT-like models resize their position embeddings (interpolate_pos_encoding): training at
+    a higher resolution than pretraining works instead of failing at the first batch."""
+    cfg = make_config("experiment=quickstart", "dataset.image_size=48", "debug=fast_dev_run")
+    assert run(cfg)["test/samples"] > 0
+
+
+def test_a_model_of_fixed_input_size_names_dataset_image_size() -> None:
+    """Models that cannot resize their position embeddings (VideoMAE) fail in one line; those
+    without any (ConvNeXt, ResNet) take any size as they are."""
+    from hotcv_train.models import ModelSpec
+    from hotcv_train.modules.classification import ClassificationModule
+
+    def module(model_type: str, auto_class: str, **config) -> ClassificationModule:
+        spec = ModelSpec(model_type=model_type, config=config)
+        return ClassificationModule(
+            spec,
+            auto_class,
+            3,
+            None,
+            0.0,
+            0,
+            optimizer=None,
+            scheduler=None,
+            compile=False,
+            channels_last=False,
+        )
+
+    video = module(
+        "videomae",
+        "AutoModelForVideoClassification",
+        image_size=32,
+        patch_size=8,
+        num_frames=2,
+        tubelet_size=2,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
+    assert video(torch.randn(1, 2, 3, 32, 32)).shape == (1, 3)
+    with pytest.raises(UserError) as caught:
+        video(torch.randn(1, 2, 3, 64, 64))
+    assert caught.value.problems == [
+        "dataset.image_size: the inputs are 64x64 but the model (videomae) takes 32x32 and "
+        "cannot resize its position embeddings; set dataset.image_size=32"
+    ]
+    convnext = module(
+        "convnext",
+        "AutoModelForImageClassification",
+        hidden_sizes=[8, 16],
+        depths=[1, 1],
+        num_stages=2,
+    )
+    assert convnext.model_kwargs == {}  # no interpolate_pos_encoding to pass
+    assert convnext(torch.randn(1, 3, 48, 48)).shape == (1, 3)
+
+
+@pytest.mark.parametrize("stage", ["test", "predict"])
+def test_evaluating_random_weights_without_a_checkpoint_is_a_config_error(
+    stage: str, make_config, tmp_path: Path
+) -> None:
+    """A from-scratch model tested without ckpt_path scored random weights (test/acc 0.09)."""
+    from hotcv_train.checks import check_config
+
+    cfg = make_config("experiment=quickstart", f"stage={stage}")
+    on_purpose = " (to score the untrained model: stage=fit trainer.max_epochs=0)"
+    assert problems_of(cfg) == [
+        f"ckpt_path: stage={stage} would run a model with random weights "
+        "(module.model.name_or_path=null builds it from scratch); pass "
+        f"ckpt_path=<run>/checkpoints/best-<epoch>.ckpt{on_purpose if stage == 'test' else ''}"
+    ]
+    cfg = make_config(
+        "task=vit_cifar10", "module.model.pretrained=false", f"stage={stage}", "dataset.path=org/x"
+    )
+    with pytest.raises(UserError) as caught:
+        check_config(cfg)  # the checks alone: the hub id is not reached
+    assert "(module.model.pretrained=false)" in caught.value.problems[0]
+    ckpt = tmp_path / "best.ckpt"
+    ckpt.write_bytes(b"")
+    check_config(make_config("experiment=quickstart", f"stage={stage}", f"ckpt_path={ckpt}"))
+    check_config(make_config("experiment=quickstart", "trainer.max_epochs=0"))  # on purpose

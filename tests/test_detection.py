@@ -367,7 +367,7 @@ def test_training_beats_the_untrained_model(tmp_path: Path) -> None:
         "dataset.generator.num_validation=32",
         "dataset.generator.num_test=100",
     ]
-    untrained = run(compose_config(tmp_path / "untrained", *shrink, "stage=test"))
+    untrained = run(compose_config(tmp_path / "untrained", *shrink, "trainer.max_epochs=0"))
     trained = run(compose_config(tmp_path / "trained", *shrink, "trainer.max_epochs=8"))
     assert untrained["test/map_50"] < 0.01, untrained
     assert trained["test/loss_giou"] < untrained["test/loss_giou"] - 0.2, (untrained, trained)

@@ -96,6 +96,18 @@ Pixels = Annotated[int, Range(1, 16384)]  # an image side: a typo must not alloc
 Probability = Annotated[float, Range(0, 1)]
 Positive = Annotated[float, Range(0, open=True)]  # scales, depths
 
+# Ranges of other libraries' arguments that they take unchecked and fail on mid-run (a
+# ZeroDivisionError once training starts), keyed by the class's module and name.
+LIBRARY_RANGES = {
+    "lightning.pytorch.trainer.trainer.Trainer": {
+        "accumulate_grad_batches": Range(1),
+        "check_val_every_n_epoch": Range(1),
+        "val_check_interval": Range(0, open=True),
+        "log_every_n_steps": Range(0),  # 0: no step logging
+        "num_sanity_val_steps": Range(-1),  # -1: the whole validation set
+    }
+}
+
 
 def looks_local(path: str) -> bool:
     """A hub id is `name` or `org/name`; anything absolute, relative-dotted or deeper is a path."""
@@ -176,6 +188,8 @@ def _check_run_keys(tree: dict) -> list[str]:
         problems.append(
             f"float32_matmul_precision: must be one of highest, high, medium, got {precision!r}"
         )
+    problems.extend(_schedule_problems(tree))
+    problems.extend(_untrained_problems(tree))
     ckpt = tree.get("ckpt_path")
     folder = Path(str(ckpt)).expanduser()
     if ckpt is not None and folder.is_dir():
@@ -185,6 +199,42 @@ def _check_run_keys(tree: dict) -> list[str]:
     elif ckpt is not None and not folder.is_file():
         problems.append(f"ckpt_path: no such checkpoint file: {ckpt}")
     return problems
+
+
+def _schedule_problems(tree: dict) -> list[str]:
+    """A scheduler is built for `estimated_stepping_batches` steps, which endless training
+    (`max_epochs=-1` without `max_steps`) makes infinite: it fails as training starts."""
+    trainer = tree.get("trainer") or {}
+    scheduler = (tree.get("module") or {}).get("scheduler")
+    endless = trainer.get("max_epochs") == -1 and trainer.get("max_steps", -1) in (-1, None)
+    if tree.get("stage") != "fit" or scheduler is None or not endless:
+        return []
+    return [
+        "trainer.max_epochs: -1 (no end) leaves module.scheduler no number of steps to "
+        "schedule; set trainer.max_epochs=N or trainer.max_steps=N, or module.scheduler=null "
+        "(a constant learning rate)"
+    ]
+
+
+def _untrained_problems(tree: dict) -> list[str]:
+    """Testing or predicting with a model built with random weights and no checkpoint scores
+    noise, reported as a result: a forgotten `ckpt_path`."""
+    stage, model = tree.get("stage"), (tree.get("module") or {}).get("model")
+    if stage not in ("test", "predict") or tree.get("ckpt_path") is not None:
+        return []
+    if not isinstance(model, dict) or "name_or_path" not in model:
+        return []
+    if model["name_or_path"] is None:
+        why = "module.model.name_or_path=null builds it from scratch"
+    elif model.get("pretrained") is False:
+        why = "module.model.pretrained=false"
+    else:
+        return []
+    on_purpose = " (to score the untrained model: stage=fit trainer.max_epochs=0)"
+    return [
+        f"ckpt_path: stage={stage} would run a model with random weights ({why}); pass "
+        f"ckpt_path=<run>/checkpoints/best-<epoch>.ckpt{on_purpose if stage == 'test' else ''}"
+    ]
 
 
 def _interpolated(node: Any, key: str) -> set[str]:
@@ -238,6 +288,9 @@ def _check_node(node: dict, key: str, problems: list[str], copies: set[str]) -> 
     params, hints, open_kwargs = _signature(target)
     if params is None:
         return
+    qualified = f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', '')}"
+    for k, mark in LIBRARY_RANGES.get(qualified, {}).items():
+        hints[k] = Annotated[hints.get(k, Any), mark]
     name = getattr(target, "__name__", target_name)
     given = [k for k in node if k not in HYDRA_KEYS]
     if not open_kwargs:

@@ -167,7 +167,8 @@ class TaskModule(L.LightningModule):
         """
         bad = ~torch.isfinite(loss.detach())
         self._nonfinite = bad if self._nonfinite is None else self._nonfinite | bad
-        every = 1 if loss.device.type == "cpu" else self.trainer.log_every_n_steps
+        # log_every_n_steps=0 (no step logging): read every step.
+        every = 1 if loss.device.type == "cpu" else max(self.trainer.log_every_n_steps, 1)
         if (batch_idx + 1) % every:
             return
         if bool(self._nonfinite):
@@ -207,7 +208,14 @@ class TaskModule(L.LightningModule):
             raise UserError(f"module.optimizer: {e}") from None
         if self.scheduler_factory is None:
             return optimizer
-        steps = int(self.trainer.estimated_stepping_batches)
+        steps = self.trainer.estimated_stepping_batches
+        if not math.isfinite(steps):  # max_epochs=-1, or a loader without a length
+            raise UserError(
+                "module.scheduler: needs a finite number of training steps; set "
+                "trainer.max_steps=N (or trainer.max_epochs=N with a sized dataset), or "
+                "module.scheduler=null (a constant learning rate)"
+            )
+        steps = int(steps)
         scheduler = self.scheduler_factory(optimizer, num_training_steps=steps)
         return {
             "optimizer": optimizer,

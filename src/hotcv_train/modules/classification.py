@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from pathlib import Path
@@ -30,7 +31,8 @@ class ClassificationModule(TaskModule):
     clips. A batch with `views` holds several views of each sample, (B, views, ...), such as
     evenly spaced clips of one video: their logits are averaged into one prediction per sample,
     so accuracy counts each video once. A batch's `skipped` (undecodable inputs) is summed into
-    `<stage>/skipped`.
+    `<stage>/skipped`. Inputs may be larger than the model was pretrained at: ViT-like models
+    interpolate their position embeddings (`interpolate_pos_encoding`).
 
     Args:
         model: Where the model comes from; its head is resized to `num_labels`.
@@ -71,6 +73,11 @@ class ClassificationModule(TaskModule):
         if num_labels is not None or label_names is not None:
             labels["num_labels"] = num_labels if num_labels is not None else len(label_names)
         self.model = build_model(model, resolve_auto_class(auto_class), **labels)
+        # Models with position embeddings that can be resized (ViT, DeiT, BEiT, Swin, ...) take
+        # inputs of another size than they were pretrained at, as finetuning at a higher
+        # resolution wants; convolutional ones (ConvNeXt, ResNet) take any size as they are.
+        accepts = "interpolate_pos_encoding" in inspect.signature(self.model.forward).parameters
+        self.model_kwargs = {"interpolate_pos_encoding": True} if accepts else {}
         num_labels = self.model.config.num_labels
         self.label_names = label_names or [
             str(self.model.config.id2label.get(i, i)) for i in range(num_labels)
@@ -96,9 +103,19 @@ class ClassificationModule(TaskModule):
     def forward(self, pixel_values: torch.Tensor, views: int | None = None) -> torch.Tensor:
         """Logits `(B, num_labels)`; with `views`, the mean over each sample's views."""
         if views is None:
-            return self.model(pixel_values=pixel_values).logits
-        logits = self.model(pixel_values=pixel_values.flatten(0, 1)).logits
+            return self._logits(pixel_values)
+        logits = self._logits(pixel_values.flatten(0, 1))
         return logits.unflatten(0, pixel_values.shape[:2]).mean(1)
+
+    def _logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        try:
+            return self.model(pixel_values=pixel_values, **self.model_kwargs).logits
+        except torch.OutOfMemoryError:
+            raise
+        except (ValueError, RuntimeError):
+            if not self.model_kwargs:  # a model of one input size (VideoMAE, CLIP) says so
+                check_image_size(self.model.config, tuple(pixel_values.shape[-2:]))
+            raise
 
     def step(self, batch: dict, stage: str) -> torch.Tensor:
         logits = self(batch["pixel_values"], batch.get("views"))
@@ -186,6 +203,19 @@ def resolve_auto_class(name: str) -> Any:
             "AutoModelForImageClassification or AutoModelForVideoClassification"
         )
     return auto_class
+
+
+def check_image_size(config: Any, given: tuple[int, ...]) -> None:
+    """Inputs of another size than a model of fixed position embeddings takes: one line."""
+    size = getattr(config, "image_size", None)
+    expected = (size, size) if isinstance(size, int) else tuple(size or ())
+    if expected and expected != given:
+        fix = expected[0] if expected[0] == expected[1] else list(expected)
+        raise UserError(
+            f"dataset.image_size: the inputs are {given[0]}x{given[1]} but the model "
+            f"({config.model_type}) takes {expected[0]}x{expected[1]} and cannot resize its "
+            f"position embeddings; set dataset.image_size={fix}"
+        ) from None
 
 
 def check_num_frames(config: Any, datamodule: Any) -> None:
