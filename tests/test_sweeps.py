@@ -50,6 +50,7 @@ def test_failed_job_is_recorded_then_resume_runs_only_it(tiny_dir: Path, tmp_pat
     good = next(o for o in tiny if o.startswith("dataset.path=")).partition("=")[2]
     late, copy = tmp_path / "late_data", tmp_path / "data_copy"
     shutil.copytree(good, copy)
+    late.mkdir()  # its data comes later: a path that exists passes the sweep's first check
     args = ["-m", "task=vit_cifar10", *tiny, f"dataset.path={good},{late},{copy}"]
 
     first = train_py(*args, cwd=tmp_path)
@@ -57,8 +58,8 @@ def test_failed_job_is_recorded_then_resume_runs_only_it(tiny_dir: Path, tmp_pat
     sweep = sweep_folder(tmp_path)
     rows = summary(sweep)
     assert [rows[j]["status"] for j in "012"] == ["finished", "failed", "finished"]
-    assert rows["1"]["reason"] == f"dataset.path: no such file or folder: {late}"
-    assert f"job 1 [failed] {sweep / '1'}: dataset.path: no such file" in first.stderr
+    assert rows["1"]["reason"].startswith(f"dataset.path: no data that datasets can read in {late}")
+    assert f"job 1 [failed] {sweep / '1'}: dataset.path: no data" in first.stderr
     assert f"hydra.sweep.dir={sweep}" in first.stderr  # the command that resumes it
     for job in "02":
         metrics = json.loads((sweep / job / "metrics.json").read_text())
@@ -68,7 +69,9 @@ def test_failed_job_is_recorded_then_resume_runs_only_it(tiny_dir: Path, tmp_pat
     assert (sweep / "objective_vs_params.png").stat().st_size > 0
     before = {job: snapshot(sweep / job) for job in "02"}
 
-    shutil.copytree(good, late)  # what was wrong is fixed; the same command resumes the sweep
+    shutil.copytree(
+        good, late, dirs_exist_ok=True
+    )  # what was wrong is fixed; the same command resumes the sweep
     resumed = train_py(*args, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert {job: snapshot(sweep / job) for job in "02"} == before  # not run again

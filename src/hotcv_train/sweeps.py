@@ -381,6 +381,9 @@ class SweepSummary(Callback):
             release_stderr(error + "\n")
             raise SystemExit(2)
         release_stderr()  # the sweep composed: its own output (Optuna's, a launcher's) goes out
+        if problems := check_grid(config):
+            print("\n".join(f"error: {p}" for p in problems), file=sys.stderr, flush=True)
+            raise SystemExit(2)
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = [r for _, r in sibling_records(sweep_dir)]
         if rows:
@@ -419,6 +422,60 @@ class SweepSummary(Callback):
                 print(f"  job {r['job']} [{r['status']}] {r['folder']}: {reason}", file=sys.stderr)
             print(f"resume: {resume_command(config)}", file=sys.stderr, flush=True)
             raise SystemExit(1)
+
+
+MAX_CHECKED_JOBS = 256  # a grid sweep's jobs whose configs are checked before the first runs
+
+
+def check_grid(config: DictConfig) -> list[str]:
+    """Every job of a grid sweep (Hydra's basic sweeper), composed and checked as a run checks
+    its config, before the first job starts: a bad value in the last job would otherwise show
+    only after the others trained. One line per problem, with the jobs it is in."""
+    if "BasicSweeper" not in str(OmegaConf.select(config, "hydra.sweeper._target_", default="")):
+        return []  # Optuna and others choose their values as they go
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import open_dict
+
+    from hotcv_train.checks import check_config
+
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
+    arguments = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+    overrides = OverridesParser.create().parse_overrides(arguments)
+    (jobs,) = BasicSweeper.split_arguments(overrides, None)
+    swept = {o.get_key_element() for o in overrides if o.is_sweep_override()}
+    if len(jobs) > MAX_CHECKED_JOBS:
+        return []
+    loader, found = GlobalHydra.instance().config_loader(), {}
+    try:
+        for job in jobs:
+            try:
+                cfg = loader.load_sweep_config(config, list(job))
+                with open_dict(cfg):  # what a job's paths resolve against (nothing is made)
+                    cfg.hydra.runtime.output_dir = cfg.hydra.sweep.dir
+                    cfg.hydra.job.num = 0
+                HydraConfig.instance().set_config(cfg)
+                with open_dict(cfg):
+                    del cfg["hydra"]
+                check_config(cfg)
+            except UserError as e:
+                problems = e.problems
+            except Exception as e:  # a swept option that does not exist, say
+                problems = [one_line(e)]
+            else:
+                continue
+            values = " ".join(o for o in job if o.partition("=")[0] in swept)
+            for problem in problems:
+                found.setdefault(problem, []).append(values)
+    finally:
+        HydraConfig.instance().cfg = None  # the launcher sets each job's
+    lines = []
+    for problem, where in found.items():
+        more = f" and {len(where) - 1} more" if len(where) > 1 else ""
+        lines.append(f"{problem} (in {len(where)} of {len(jobs)} jobs: {where[0]}{more})")
+    return lines
 
 
 def collect(sweep_dir: Path) -> list[dict[str, Any]]:
