@@ -114,7 +114,9 @@ def recipe_note(ckpt_path: str, overrides: list[str]) -> str | None:
         theirs = yaml.safe_load(saved.read_text()) or []
     except (OSError, ValueError):
         return None
-    missing = [o for o in theirs if str(o).startswith(("task=", "experiment=")) and o not in overrides]
+    missing = [
+        o for o in theirs if str(o).startswith(("task=", "experiment=")) and o not in overrides
+    ]
     if not missing:
         return None
     return (
