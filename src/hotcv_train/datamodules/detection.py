@@ -28,7 +28,7 @@ from torchvision.transforms.v2._utils import get_bounding_boxes, query_size
 
 from hotcv_train.checks import HubOrPath, Pixels, Positive, Probability, Range, looks_local
 from hotcv_train.datamodules.base import HFDataModule, RowDataset, describe_row, missing_columns
-from hotcv_train.datamodules.images import EXIF_ORIENTATION
+from hotcv_train.datamodules.images import upright_size
 from hotcv_train.datamodules.preprocessing import to_rgb
 from hotcv_train.errors import BadSample, UserError
 from hotcv_train.models import load_image_processor
@@ -390,22 +390,13 @@ _EXPECTED = {
 }
 
 
-def upright_size(path: Path) -> tuple[int, int, bool] | None:
-    """(width, height, turned) of an image as it is trained: turned upright by its EXIF
-    orientation (`turned`: a quarter turn swapped its sides).
-
-    Only the header is read. None when the file cannot be read (it is skipped, with a warning,
-    when its turn comes).
-    """
-    from PIL import Image
-
+def size_on_disk(path: Path) -> tuple[int, int] | None:
+    """(width, height) of an image as it is trained (EXIF-upright, from its header); None when
+    the file cannot be read (it is skipped, with a warning, when its turn comes)."""
     try:
-        with Image.open(path) as image:
-            width, height = image.size
-            turned = image.getexif().get(EXIF_ORIENTATION) in (5, 6, 7, 8)
+        return upright_size(path)
     except (OSError, SyntaxError, ValueError):
         return None
-    return (height, width, True) if turned else (width, height, False)
 
 
 def coco_categories(coco: dict, file: Path | None = None) -> list[dict]:
@@ -514,14 +505,15 @@ def coco_rows(coco: dict, file: Path, index: dict, string_ids: bool) -> dict[str
                 f"dataset.path: {file}: image {name} has category id {unknown[0]!r}, which is "
                 f"not among its {listed}"
             )
-        real = upright_size(path)  # None: undecodable, skipped with a warning later
+        real = size_on_disk(path)
         given = (image.get("width"), image.get("height"))
         if None in given:
-            width, height = real[:2] if real else (0, 0)
+            width, height = real or (0, 0)
         else:
             width, height = round(given[0]), round(given[1])
-            if real is not None and (width, height) != real[:2]:
-                turned = " once turned upright by its EXIF orientation" if real[2] else ""
+            if real is not None and (width, height) != real:
+                swapped = (width, height) == real[::-1]
+                turned = " once turned upright by its EXIF orientation" if swapped else ""
                 resized.append(
                     f"{name} is {width}x{height} in it but {real[0]}x{real[1]} on disk{turned}"
                 )
