@@ -226,17 +226,21 @@ def plain_loop(
     )
 
     if data_cfg.device_transforms:  # the same augmentation, on whole batches
-        from hotcv_train.datamodules.preprocessing import Preprocessing, transform_batch
+        from hotcv_train.datamodules.preprocessing import (
+            Preprocessing,
+            draw_boxes,
+            transform_batch,
+        )
 
         p = Preprocessing((size, size), tuple(mean), tuple(std))
         crop, hflip = tuple(data_cfg.crop_scale), data_cfg.hflip
 
         def train_tf(x: torch.Tensor) -> torch.Tensor:
             sizes = torch.tensor([x.shape[-2:]] * len(x))
-            return transform_batch(x, sizes, p, crop_scale=crop, hflip=hflip)
+            return transform_batch(x, *draw_boxes(sizes, crop, hflip), p)
 
         def eval_tf(x: torch.Tensor) -> torch.Tensor:
-            return transform_batch(x, torch.tensor([x.shape[-2:]] * len(x)), p)
+            return transform_batch(x, *draw_boxes(torch.tensor([x.shape[-2:]] * len(x))), p)
 
     class Digits(Dataset):
         def __init__(self, rows: Any, transform: Any):

@@ -196,7 +196,12 @@ def test_device_transforms_match_the_per_image_ones() -> None:
     from torchvision.transforms import v2
 
     from hotcv_train.datamodules.classification import collate_padded, image_tensor
-    from hotcv_train.datamodules.preprocessing import Preprocessing, crop_boxes, transform_batch
+    from hotcv_train.datamodules.preprocessing import (
+        Preprocessing,
+        crop_boxes,
+        draw_boxes,
+        transform_batch,
+    )
 
     p = Preprocessing(size=(24, 24), mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
     g = torch.Generator().manual_seed(0)
@@ -211,7 +216,9 @@ def test_device_transforms_match_the_per_image_ones() -> None:
     assert batch["image_sizes"].tolist() == [[8, 8], [6, 11], [12, 5]]
     same = collate_padded([{"pixel_values": image_tensor(images[1])} for _ in range(2)])
     assert torch.equal(same["pixel_values"], image_tensor(images[1]).expand(2, -1, -1, -1))
-    out = transform_batch(batch["pixel_values"], batch["image_sizes"], p)
+    boxes, flip = draw_boxes(batch["image_sizes"])  # eval: whole images, no flips
+    assert flip is None
+    out = transform_batch(batch["pixel_values"], boxes, flip, p)
     per_image = v2.Compose(  # the DataLoader path's eval transforms (all upscales here)
         [
             v2.ToImage(),

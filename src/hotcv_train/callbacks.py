@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import RichProgressBar
 
 from hotcv_train.checks import Range
@@ -174,6 +175,15 @@ class ProgressBar(RichProgressBar):
     @property
     def is_enabled(self) -> bool:  # the rich bar; plain lines are written by the hooks below
         return not self.plain and super().is_enabled
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: Any) -> dict[str, Any]:
+        """Lightning's progress-bar metrics and the last step's `train/loss`, read from the
+        device only here, when a line or a redraw shows it (see `TaskModule.training_step`)."""
+        metrics = super().get_metrics(trainer, pl_module)
+        loss = trainer.callback_metrics.get("train/loss")
+        if isinstance(loss, torch.Tensor):
+            metrics["train/loss"] = loss.item()
+        return metrics
 
     def _due(self, batch_idx: int, total: float) -> bool:
         now = time.monotonic()

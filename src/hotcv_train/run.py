@@ -30,13 +30,15 @@ log = logging.getLogger("hotcv_train")
 # Lightning's notes on its own bookkeeping, printed on every evaluation of a checkpoint: a
 # checkpoint's callback state from another run folder, and predict_step writing files itself;
 # its warning that a mid-epoch resume is unreliable with a plain DataLoader (the datamodule
-# resumes mid-epoch itself: HFDataModule.state_dict); and Lightning 2.6 using an API that torch
-# 2.14 deprecated (every run, nothing for a user to do).
+# resumes mid-epoch itself: HFDataModule.state_dict); Lightning 2.6 using an API that torch
+# 2.14 deprecated; and its model summary sizing bf16-mixed weights as the fp32 they are (every
+# `trainer=gpu` run). Nothing for a user to do about any of them.
 LIGHTNING_NOISE = (
     "The dirpath has changed",
     "predict returned None",
     "You're resuming from a checkpoint that ended before the epoch ended",
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    "Precision bf16-mixed is not supported by the model summary",
 )
 
 

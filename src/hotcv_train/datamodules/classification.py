@@ -21,6 +21,7 @@ from hotcv_train.datamodules.base import (
 from hotcv_train.datamodules.images import images_to_predict
 from hotcv_train.datamodules.preprocessing import (
     Preprocessing,
+    draw_boxes,
     resolve_preprocessing,
     to_rgb,
     transform_batch,
@@ -384,15 +385,20 @@ class ImageClassificationDataModule(HFDataModule):
         # The module counts undecodable images into `<stage>/skipped`.
         return collate_padded if self.device_transforms else collate_counting
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if "image_sizes" in batch:  # device_transforms: the batch is uint8 images, on the device
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if "image_sizes" in batch:  # device_transforms: each image's crop and flip, drawn here
             training = self.trainer is not None and self.trainer.training
-            batch["pixel_values"] = transform_batch(
-                batch["pixel_values"],
+            batch["boxes"], batch["flip"] = draw_boxes(  # flip: None for none
                 batch.pop("image_sizes"),
-                self.preprocessing,
                 crop_scale=self.crop_scale if training else None,
                 hflip=self.hflip,
+            )
+        return batch
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if "boxes" in batch:  # device_transforms: the batch is uint8 images, on the device
+            batch["pixel_values"] = transform_batch(
+                batch["pixel_values"], batch.pop("boxes"), batch.pop("flip"), self.preprocessing
             )
         return batch
 

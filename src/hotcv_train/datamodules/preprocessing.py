@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,35 +102,56 @@ def crop_boxes(
     return torch.cat([x0, y0, x0 + cw, y0 + ch], dim=1)
 
 
-def transform_batch(
-    images: Any,
-    sizes: Any,
-    p: Preprocessing,
-    crop_scale: tuple[float, float] | None = None,
-    hflip: float = 0.0,
-) -> Any:
-    """The classification transforms on a whole uint8 batch, on whatever device it is on.
+def draw_boxes(
+    sizes: Any, crop_scale: tuple[float, float] | None = None, hflip: float = 0.0
+) -> tuple[Any, Any]:
+    """What `transform_batch` does to each image, drawn on the CPU: roi_align boxes (B, 5:
+    batch index, x1, y1, x2, y2) and flips (B,) bool (None: no flips). Drawn before the batch
+    moves to the device and moved with it, so the device never waits for the host (reading
+    device tensors back, or copying new ones over, stops the device's queue until the host
+    catches up).
 
-    `images` (B, C, H, W) hold each image at the top left, `sizes` (B, 2) its height and width
-    (smaller images are zero-padded). With `crop_scale` (training) each image is cropped as
-    RandomResizedCrop does and flipped with probability `hflip`; without, it is resized whole.
-    One bilinear resample (roi_align: averaging several samples per output pixel when shrinking,
-    an antialias) to `p.size`, then normalised. Saves the per-sample CPU work that keeps a GPU
-    waiting: only decoding stays in the DataLoader.
+    `sizes` (B, 2) heights and widths; with `crop_scale` (training) each box is RandomResizedCrop's
+    and each image is flipped with probability `hflip`, else the box is the whole image.
     """
     import torch
-    from torchvision.ops import roi_align
 
-    n = len(images)
+    n = len(sizes)
     if crop_scale is not None:
         boxes = crop_boxes(sizes, crop_scale)
     else:
         boxes = torch.cat([torch.zeros(n, 2), sizes.flip(1).float().cpu()], dim=1)
     boxes = torch.cat([torch.arange(n, dtype=torch.float32)[:, None], boxes], dim=1)
+    flip = torch.rand(n) < hflip if crop_scale is not None and hflip > 0 else None
+    return boxes, flip
+
+
+def transform_batch(images: Any, boxes: Any, flip: Any | None, p: Preprocessing) -> Any:
+    """The classification transforms on a whole uint8 batch, on whatever device it is on.
+
+    `images` (B, C, H, W) hold each image at the top left (smaller images are zero-padded);
+    `boxes` and `flip` from `draw_boxes`, on the images' device. One bilinear resample of each
+    box (roi_align: averaging several samples per output pixel when shrinking, an antialias) to
+    `p.size`, the flips, then normalisation. Saves the per-sample CPU work that keeps a GPU
+    waiting: only decoding stays in the DataLoader.
+    """
+    import torch
+    from torchvision.ops import roi_align
+
     out = roi_align(images.float(), boxes.to(images.device), output_size=p.size, aligned=True)
-    if crop_scale is not None and hflip > 0:
-        flip = (torch.rand(n) < hflip).to(images.device)[:, None, None, None]
-        out = torch.where(flip, out.flip(-1), out)
-    std = torch.tensor(p.std, device=out.device)[:, None, None]
-    mean = torch.tensor(p.mean, device=out.device)[:, None, None]
+    if flip is not None:
+        out = torch.where(flip.to(images.device)[:, None, None, None], out.flip(-1), out)
+    mean, std = channel_stats(p.mean, p.std, images.device)
     return out.mul_(1 / 255).sub_(mean).div_(std)
+
+
+@functools.cache
+def channel_stats(mean: tuple[float, ...], std: tuple[float, ...], device: Any) -> tuple[Any, Any]:
+    """Mean and std as (C, 1, 1) tensors on `device`, made once: copying them every batch would
+    make the device wait for the host."""
+    import torch
+
+    return (
+        torch.tensor(mean, device=device)[:, None, None],
+        torch.tensor(std, device=device)[:, None, None],
+    )

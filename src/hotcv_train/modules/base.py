@@ -33,6 +33,18 @@ def cosine_with_warmup(
     return get_cosine_schedule_with_warmup(optimizer, warmup, num_training_steps)
 
 
+def mean() -> MeanMetric:
+    """A running mean without torchmetrics' NaN check: the check reads the value back from the
+    device at every update (the host waits for the device each step), and a NaN must show in the
+    mean, not be dropped from it."""
+    return MeanMetric(nan_strategy="disable")
+
+
+def total() -> SumMetric:
+    """A running sum without the NaN check (see `mean`)."""
+    return SumMetric(nan_strategy="disable")
+
+
 class TaskModule(L.LightningModule):
     """Runs `step` for train/val/test and logs `<stage>/loss`; subclasses add a model and metrics.
 
@@ -58,13 +70,13 @@ class TaskModule(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.compile_model, self.channels_last = compile, channels_last
         self._nonfinite: torch.Tensor | None = None
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.train_loss, self.val_loss, self.test_loss = mean(), mean(), mean()
         # How many samples an evaluation saw, summed over ranks: proof that none was dropped
         # or counted twice when the data was sharded.
-        self.val_samples, self.test_samples = SumMetric(), SumMetric()
+        self.val_samples, self.test_samples = total(), total()
         # Inputs the loader could not decode (a batch's `skipped`: `collate_counting`), summed
         # over ranks. Keyed "<stage>_": a ModuleDict key cannot be "train" (nn.Module.train).
-        self.skipped = nn.ModuleDict({f"{s}_": SumMetric() for s in STAGES})
+        self.skipped = nn.ModuleDict({f"{s}_": total() for s in STAGES})
 
     def setup(self, stage: str) -> None:
         """ddp_spawn hands the module to each rank through shared memory: on the CPU every rank
@@ -134,7 +146,9 @@ class TaskModule(L.LightningModule):
             return None  # every input of this batch was undecodable
         loss = self.step(batch, "train")
         self._check_finite(loss, batch_idx)
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        # Not prog_bar=True: Lightning would read it back from the device after every batch
+        # (the host waits for the device each step); `callbacks.ProgressBar` reads it when shown.
+        self.log("train/loss", loss, on_step=True, on_epoch=False)
         self.train_loss.update(loss.detach())
         self.log_epoch({"train/loss_epoch": self.train_loss})
         return loss

@@ -7,13 +7,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torchmetrics import MetricCollection, SumMetric
+from torchmetrics import MetricCollection
 
 from hotcv_train.checks import NonNegative, Positive
 from hotcv_train.errors import UserError
 from hotcv_train.metrics.depth import depth_metrics, valid_depth
 from hotcv_train.models import ModelSpec, build_model
-from hotcv_train.modules.base import TaskModule
+from hotcv_train.modules.base import TaskModule, total
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +86,9 @@ class DepthEstimationModule(TaskModule):
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         # Samples without one valid pixel, summed over ranks and reported once an epoch.
-        self.train_skipped = SumMetric()
-        self.val_skipped = SumMetric()
-        self.test_skipped = SumMetric()
+        self.train_skipped = total()
+        self.val_skipped = total()
+        self.test_skipped = total()
         self.plot_samples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.units_checked = False
 
