@@ -8,11 +8,17 @@ model FLOP/s over the GPU's dense bf16 peak (H100 SXM: 989 TFLOP/s); FLOPs per i
 analytically (matmuls, x3 for forward + backward) and checked against
 `torch.utils.flop_counter.FlopCounterMode` (which, on the CPU, does not count attention's SDPA).
 
+`--train-py B` also trains the same model through `train.py` (`task=vit_cifar10 trainer=gpu`,
+the model built from the same config, on CIFAR-10-shaped data: 32 px PNGs decoded by the
+DataLoader workers, augmented and resized to 384 px on the device, or with `--cpu-transforms`
+also per image in the workers) at batch size B and reports its images/s over the loop's: what the
+framework, the real input pipeline and the augmentation cost on top of the bare training step.
+
 Without CUDA this runs a tiny ViT on the CPU for a few steps: it exercises the code path only;
 its images/s say nothing about a GPU.
 
     python benchmarks/gpu_throughput.py                           # on a GPU: the full sweep
-    python benchmarks/gpu_throughput.py --batch-sizes 64,128 --compile on
+    python benchmarks/gpu_throughput.py --batch-sizes 128 --compile off --train-py 128 --cpu-transforms
     python benchmarks/gpu_throughput.py --smoke                   # CPU, seconds
 """
 
@@ -22,6 +28,7 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +36,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import Options, Row, python_script
+from benchmarks.common import Options, Row, python_script, train_py
 
 VIT_L32_384 = dict(
     image_size=384,
@@ -148,6 +155,108 @@ def measure(
     return result
 
 
+def cifar_like(folder: Path, images: int) -> Path:
+    """A `save_to_disk` dataset in CIFAR-10's schema (img: 32 px PNG, label: ClassLabel), random
+    pixels: what `task=vit_cifar10` reads, with epochs as long as the timed window needs."""
+    import datasets
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    features = datasets.Features(
+        {"img": datasets.Image(), "label": datasets.ClassLabel(num_classes=NUM_LABELS)}
+    )
+    split = datasets.Dataset.from_dict(
+        {
+            "img": list(rng.integers(0, 256, (images, 32, 32, 3), dtype=np.uint8)),
+            "label": rng.integers(0, NUM_LABELS, images).tolist(),
+        },
+        features=features,
+    )
+    datasets.DatasetDict({"train": split, "test": split.select(range(64))}).save_to_disk(folder)
+    return folder
+
+
+def train_py_overrides(
+    data: Path,
+    config: dict[str, int],
+    batch_size: int,
+    device_transforms: bool,
+    compile: bool,
+    cuda: bool,
+    steps: int,
+) -> list[str]:
+    """`task=vit_cifar10` on `data` with `config`'s ViT built from scratch, `trainer=gpu`, for
+    `steps` steps of the first epoch; no validation, checkpoints or test: the bare fit loop, as
+    the synthetic loop is, but with the real input pipeline and augmentation."""
+    return [
+        "task=vit_cifar10",
+        "trainer=gpu" if cuda else "trainer=cpu",
+        f"dataset.path={data}",
+        "module.model.name_or_path=null",
+        "module.model.model_type=vit",
+        *(f"++module.model.config.{key}={value}" for key, value in config.items()),
+        f"dataset.image_size={config['image_size']}",
+        "dataset.image_mean=[0.5,0.5,0.5]",
+        "dataset.image_std=[0.5,0.5,0.5]",
+        f"dataset.device_transforms={device_transforms}",
+        f"dataset.batch_size={batch_size}",
+        f"module.compile={compile}",
+        "trainer.max_epochs=1",
+        f"trainer.max_steps={steps}",
+        "trainer.limit_val_batches=0",
+        "trainer.num_sanity_val_steps=0",
+        "callbacks.model_checkpoint=null",
+        "callbacks.last_checkpoint=null",
+        "test_after_fit=false",
+    ]
+
+
+def train_py_rate(overrides: list[str], batch_size: int, skip: int) -> dict[str, Any]:
+    """Images/s of a `train.py` run: the slope of its step times after `skip` warm-up steps."""
+    result = train_py(overrides, Options(repeats=1, verbose=False), "gpu_train_py")
+    marks = [t for t, _epoch in result.probe["steps"]]  # seconds since process start, each step
+    if len(marks) < skip + 2:
+        raise ValueError(f"{len(marks)} steps ran: none to time after {skip} warm-up steps")
+    return {
+        "batch_size": batch_size,
+        "img_per_s": batch_size * (len(marks) - 1 - skip) / (marks[-1] - marks[skip]),
+        "timed_steps": len(marks) - 1 - skip,
+        "first_step_s": round(result.probe["marks"]["first_step"], 1),
+        "wall_s": round(result.wall_s, 1),
+        "command": "python train.py " + " ".join(overrides),
+    }
+
+
+def train_py_runs(
+    args: argparse.Namespace, config: dict[str, int], runs: list[dict[str, Any]], cuda: bool
+) -> list[dict[str, Any]]:
+    """`train.py` at each `--train-py` batch size (batches resized on the device, and with
+    `--cpu-transforms` also per image in the DataLoader workers), over the loop's images/s."""
+    smoke = args.smoke or not cuda
+    batch_sizes = [8] if smoke else [int(b) for b in args.train_py.split(",")]
+    steps, skip = (6, 2) if smoke else (args.train_steps, 10)
+    out = []
+    with tempfile.TemporaryDirectory(prefix="hotcv-gpu-") as tmp:
+        images = int(max(batch_sizes) * (steps + 2) / 0.85)  # 10% is carved for validation
+        data = cifar_like(Path(tmp) / "cifar_like", images)
+        for batch_size in batch_sizes:
+            for device_transforms in (True, False) if args.cpu_transforms else (True,):
+                overrides = train_py_overrides(
+                    data, config, batch_size, device_transforms, False, cuda, steps
+                )
+                rate = train_py_rate(overrides, batch_size, skip)
+                rate["device_transforms"] = device_transforms
+                loop = next(
+                    (r for r in runs if (r["batch_size"], r["compile"]) == (batch_size, False)),
+                    {},
+                )
+                if "img_per_s" in loop:
+                    rate["over_loop"] = rate["img_per_s"] / loop["img_per_s"]
+                out.append(rate)
+                print(json.dumps(rate), file=sys.stderr, flush=True)
+    return out
+
+
 def sweep(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
@@ -181,6 +290,7 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
                 run["mfu"] = run["tflops"] / peak
             runs.append(run)
             print(json.dumps(run), file=sys.stderr, flush=True)
+    train = train_py_runs(args, config, runs, cuda) if args.train_py or smoke else []
     return {
         "device": name,
         "cuda": cuda,
@@ -189,12 +299,14 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
         "analytic_flops_per_img": analytic,
         "peak_tflops": peak,
         "runs": runs,
+        "train_py": train,
         "torch": torch.__version__,
     }
 
 
 def rows(opts: Options) -> list[Row]:
-    result = python_script("gpu_throughput.py", ["--smoke"] if opts.smoke else [], opts, "gpu")
+    args = ["--smoke"] if opts.smoke else ["--train-py", "128", "--cpu-transforms"]
+    result = python_script("gpu_throughput.py", args, opts, "gpu")
     ok = [r for r in result["runs"] if not r.get("oom")]
     if not result["cuda"]:
         run = ok[0]
@@ -207,7 +319,8 @@ def rows(opts: Options) -> list[Row]:
                 "number); run benchmarks/gpu_throughput.py on a GPU for ViT-L/32-384",
                 details={
                     "flops_counted_over_analytic": run["counted_flops_per_img"]
-                    / result["analytic_flops_per_img"]
+                    / result["analytic_flops_per_img"],
+                    "train_py": result["train_py"],
                 },
             )
         ]
@@ -221,6 +334,19 @@ def rows(opts: Options) -> list[Row]:
                 "img/s",
                 f"ViT-L/32-384 training on {result['device']}, bf16 autocast, fused AdamW, "
                 f"synthetic data; MFU {run.get('mfu', float('nan')):.1%}",
+                details=run,
+            )
+        )
+    for run in result["train_py"]:
+        where = "device" if run["device_transforms"] else "workers"
+        out.append(
+            Row(
+                f"gpu.train_py.transforms_on_{where}.bs{run['batch_size']}",
+                run["img_per_s"],
+                "img/s",
+                f"the same model through train.py task=vit_cifar10 trainer=gpu (32 px images "
+                f"augmented and resized on the {where}); "
+                f"{run.get('over_loop', float('nan')):.2f}x the synthetic loop's img/s",
                 details=run,
             )
         )
@@ -249,6 +375,19 @@ def main() -> None:
     parser.add_argument(
         "--smoke", action="store_true", help="3 eager steps at one batch size (CPU: always)"
     )
+    parser.add_argument(
+        "--train-py",
+        default="",
+        metavar="B[,B...]",
+        help="also time train.py (task=vit_cifar10 on CIFAR-like data) at these batch sizes "
+        "against the loop (smoke: always, tiny)",
+    )
+    parser.add_argument("--train-steps", type=int, default=60, help="train.py steps per run")
+    parser.add_argument(
+        "--cpu-transforms",
+        action="store_true",
+        help="also time train.py with per-image transforms in the DataLoader workers",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     result = sweep(args)
@@ -262,6 +401,13 @@ def main() -> None:
             line = f"{run['img_per_s']:9.1f} img/s"
             line += f"  {run['mfu']:.1%} MFU" if "mfu" in run else ""
         print(f"{result['model']}  bs {run['batch_size']:4d}  compile {run['compile']!s:5}  {line}")
+    for run in result["train_py"]:
+        ratio = f"  {run['over_loop']:.2f}x the loop" if "over_loop" in run else ""
+        where = "device" if run["device_transforms"] else "workers"
+        print(
+            f"train.py  bs {run['batch_size']:4d}  transforms on {where:7}  "
+            f"{run['img_per_s']:9.1f} img/s{ratio}"
+        )
     if not result["cuda"]:
         print("no CUDA device: this was the CPU smoke path (tiny ViT); no GPU numbers measured")
 

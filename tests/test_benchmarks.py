@@ -62,6 +62,8 @@ def test_smoke_run_writes_every_row(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = check_results(out, SMOKE_ROWS)
     assert results["smoke"] and results["machine"]["cpu_count"]
+    gpu = next(r for r in results["rows"] if r["name"] == "gpu.cpu_smoke")
+    assert gpu["details"]["train_py"][0]["img_per_s"] > 0  # the train.py leg ran too
     assert "| overhead.ratio |" in done.stdout  # the table is printed
 
 
