@@ -26,24 +26,23 @@ PROGRESS_BAR = ("/abs_rel", "/delta1")
 
 def silog_loss(
     pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, lambd: float
-) -> tuple[torch.Tensor, int]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Scale-invariant log loss (Eigen et al., 2014) per sample over its valid pixels.
 
-    Returns the mean over samples with at least one valid pixel and how many had none. Invalid
-    pixels never enter a log, so 0 or NaN depth cannot make the loss NaN; a batch with nothing
-    valid gives a zero that stays connected to the graph, so DDP's gradient sync still runs.
+    Returns the mean over samples with at least one valid pixel and how many had none (a 0-dim
+    tensor: nothing here reads a value back, which would make the host wait for the device).
+    Invalid pixels never enter a log, so 0 or NaN depth cannot make the loss NaN; a batch with
+    nothing valid gives a zero that stays connected to the graph, so DDP's gradient sync runs.
     """
     count = valid.flatten(1).sum(1)
-    has_pixels = count > 0
-    skipped = int((~has_pixels).sum())
-    if not has_pixels.any():
-        return pred.sum() * 0.0, skipped
+    has_pixels = (count > 0).to(pred.dtype)
     safe_target = torch.where(valid, target, torch.ones_like(target))
     diff = torch.where(valid, pred.log() - safe_target.log(), torch.zeros_like(pred)).flatten(1)
     n = count.clamp(min=1)
     mean, mean_sq = diff.sum(1) / n, (diff**2).sum(1) / n
     per_sample = ((mean_sq - lambd * mean**2).clamp(min=0) + 1e-8).sqrt()
-    return per_sample[has_pixels].mean(), skipped
+    loss = (per_sample * has_pixels).sum() / has_pixels.sum().clamp(min=1)
+    return loss, (1 - has_pixels).sum()
 
 
 class DepthEstimationModule(TaskModule):
@@ -128,10 +127,10 @@ class DepthEstimationModule(TaskModule):
                 self.plot_samples.append((image.cpu(), depth.cpu(), p.cpu()))
         return loss
 
-    def check_units(self, labels: torch.Tensor, skipped: int) -> None:
+    def check_units(self, labels: torch.Tensor, skipped: torch.Tensor) -> None:
         """Stop at the first batch when depth is stored in other units than metres: every pixel
         beyond `max_depth` (16-bit millimetre PNGs read as metres) would train on nothing."""
-        if skipped < len(labels) or not bool((labels > self.max_depth).any()):
+        if int(skipped) < len(labels) or not bool((labels > self.max_depth).any()):
             return
         raise UserError(
             f"dataset.depth_scale: the first batch has no valid depth pixel: its depth reaches "
