@@ -19,6 +19,8 @@ its images/s say nothing about a GPU.
 
     python benchmarks/gpu_throughput.py                           # on a GPU: the full sweep
     python benchmarks/gpu_throughput.py --batch-sizes 128 --compile off --train-py 128 --cpu-transforms
+    python benchmarks/gpu_throughput.py --batch-sizes 256 --compile off --train-py 256 \
+        --train-py-overrides 'module.channels_last=true'          # a train.py variant
     python benchmarks/gpu_throughput.py --smoke                   # CPU, seconds
 """
 
@@ -241,8 +243,11 @@ def train_py_runs(
         data = cifar_like(Path(tmp) / "cifar_like", images)
         for batch_size in batch_sizes:
             for device_transforms in (True, False) if args.cpu_transforms else (True,):
-                overrides = train_py_overrides(
-                    data, config, batch_size, device_transforms, False, cuda, steps
+                overrides = (
+                    train_py_overrides(
+                        data, config, batch_size, device_transforms, False, cuda, steps
+                    )
+                    + args.train_py_overrides.split()
                 )
                 rate = train_py_rate(overrides, batch_size, skip)
                 rate["device_transforms"] = device_transforms
@@ -383,6 +388,12 @@ def main() -> None:
         "against the loop (smoke: always, tiny)",
     )
     parser.add_argument("--train-steps", type=int, default=60, help="train.py steps per run")
+    parser.add_argument(
+        "--train-py-overrides",
+        default="",
+        metavar="'K=V ...'",
+        help="more overrides for the train.py runs, e.g. 'module.channels_last=true'",
+    )
     parser.add_argument(
         "--cpu-transforms",
         action="store_true",
