@@ -39,6 +39,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import Options, Row, python_script, train_py
+from benchmarks.input_pipeline import cifar_like
 
 VIT_L32_384 = dict(
     image_size=384,
@@ -157,33 +158,11 @@ def measure(
     return result
 
 
-def cifar_like(folder: Path, images: int) -> Path:
-    """A `save_to_disk` dataset in CIFAR-10's schema (img: 32 px PNG, label: ClassLabel), random
-    pixels: what `task=vit_cifar10` reads, with epochs as long as the timed window needs."""
-    import datasets
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    features = datasets.Features(
-        {"img": datasets.Image(), "label": datasets.ClassLabel(num_classes=NUM_LABELS)}
-    )
-    split = datasets.Dataset.from_dict(
-        {
-            "img": list(rng.integers(0, 256, (images, 32, 32, 3), dtype=np.uint8)),
-            "label": rng.integers(0, NUM_LABELS, images).tolist(),
-        },
-        features=features,
-    )
-    datasets.DatasetDict({"train": split, "test": split.select(range(64))}).save_to_disk(folder)
-    return folder
-
-
 def train_py_overrides(
     data: Path,
     config: dict[str, int],
     batch_size: int,
     device_transforms: bool,
-    compile: bool,
     cuda: bool,
     steps: int,
 ) -> list[str]:
@@ -202,7 +181,6 @@ def train_py_overrides(
         "dataset.image_std=[0.5,0.5,0.5]",
         f"dataset.device_transforms={device_transforms}",
         f"dataset.batch_size={batch_size}",
-        f"module.compile={compile}",
         "trainer.max_epochs=1",
         f"trainer.max_steps={steps}",
         "trainer.limit_val_batches=0",
@@ -233,20 +211,22 @@ def train_py_runs(
     args: argparse.Namespace, config: dict[str, int], runs: list[dict[str, Any]], cuda: bool
 ) -> list[dict[str, Any]]:
     """`train.py` at each `--train-py` batch size (batches resized on the device, and with
-    `--cpu-transforms` also per image in the DataLoader workers), over the loop's images/s."""
+    `--cpu-transforms` also per image in the DataLoader workers), over the eager loop's images/s,
+    on a `save_to_disk` copy of the input-pipeline benchmark's CIFAR-shaped data."""
     smoke = args.smoke or not cuda
     batch_sizes = [8] if smoke else [int(b) for b in args.train_py.split(",")]
     steps, skip = (6, 2) if smoke else (args.train_steps, 10)
     out = []
     with tempfile.TemporaryDirectory(prefix="hotcv-gpu-") as tmp:
         images = int(max(batch_sizes) * (steps + 2) / 0.85)  # 10% is carved for validation
-        data = cifar_like(Path(tmp) / "cifar_like", images)
+        data = Path(tmp) / "cifar_like"
+        splits = cifar_like(images)
+        splits["test"] = splits["train"].select(range(64))
+        splits.save_to_disk(data)
         for batch_size in batch_sizes:
             for device_transforms in (True, False) if args.cpu_transforms else (True,):
                 overrides = (
-                    train_py_overrides(
-                        data, config, batch_size, device_transforms, False, cuda, steps
-                    )
+                    train_py_overrides(data, config, batch_size, device_transforms, cuda, steps)
                     + args.train_py_overrides.split()
                 )
                 rate = train_py_rate(overrides, batch_size, skip)

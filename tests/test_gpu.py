@@ -17,7 +17,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from hotcv_train.run import run
-from tests.conftest import CONF
+from tests.test_tasks import TASK_NAMES
 from tests.tiny import all_experiments, all_tasks
 
 
@@ -28,7 +28,6 @@ def gpu(test: Any) -> Any:
 
 # conf/trainer/gpu.yaml's keys (the tests' own overrides already chose trainer=cpu)
 GPU = ["trainer.accelerator=gpu", "trainer.devices=1", "trainer.precision=bf16-mixed"]
-TASK_NAMES = sorted(p.stem for p in (CONF / "task").glob("*.yaml"))
 
 
 def run_on_gpu(cfg) -> dict[str, float]:
