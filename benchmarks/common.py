@@ -117,13 +117,18 @@ _cache: dict[tuple[str, ...], RunResult] = {}
 
 
 def train_py(
-    overrides: list[str], opts: Options, tag: str, repeat: int = 0, flags: tuple[str, ...] = ()
+    overrides: list[str],
+    opts: Options,
+    tag: str,
+    repeat: int = 0,
+    flags: tuple[str, ...] = (),
+    parts: bool = False,
 ) -> RunResult:
-    """`python [flags] train.py <overrides>` with the probe attached, cached per (overrides,
-    repeat, flags). Run folders go to the session's workdir; the probe's record is in
-    `result.probe`, the run's output in `result.log`.
+    """`python [flags] train.py <overrides>` with the probe attached (`parts`: timing the pieces
+    of each step too), cached per (overrides, repeat, flags, parts). Run folders go to the
+    session's workdir; the probe's record is in `result.probe`, the run's output in `result.log`.
     """
-    key = (*flags, *overrides, f"#{repeat}")
+    key = (*flags, *overrides, f"#{repeat}", f"parts={parts}")
     if key in _cache:
         return _cache[key]
     folder = Path(tempfile.mkdtemp(prefix=f"{tag}_", dir=opts.workdir))
@@ -134,7 +139,7 @@ def train_py(
         str(ROOT / "train.py"),
         *overrides,
         f"paths.log_dir={folder / 'outputs'}",
-        f"+callbacks.probe={{_target_: {PROBE}, path: '{probe}'}}",
+        f"+callbacks.probe={{_target_: {PROBE}, path: '{probe}', parts: {str(parts).lower()}}}",
     ]
     opts.log(f"python {' '.join(flags)} train.py {' '.join(overrides)}".replace("  ", " "))
     result = run_process(args, folder / "output.log")

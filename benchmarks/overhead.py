@@ -15,6 +15,7 @@ times its own.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import sys
@@ -41,6 +42,15 @@ VARIANTS = {
     "no_progress_bar": ["callbacks.progress_bar=null"],
 }
 SMOKE_VARIANTS = ["default"]
+# The plain loop's pieces of a step, named as the probe's `StepParts` names train.py's.
+PLAIN_PARTS = (
+    "fetch",
+    "transfer_and_batch_hooks",
+    "forward",
+    "loss_metrics_logging",
+    "backward",
+    "optimizer",
+)
 
 
 def window_slope(steps: list[list[float]]) -> tuple[float, int]:
@@ -53,6 +63,18 @@ def window_slope(steps: list[list[float]]) -> tuple[float, int]:
         raise ValueError(f"need 3 or more epochs to time a window, got {last + 1}")
     (i0, t0), (i1, t1) = first_of[1], first_of[last]
     return (t1 - t0) / (i1 - i0), i1 - i0
+
+
+def in_epoch_steps(steps: list[list[float]]) -> tuple[float, float]:
+    """(median seconds between two steps of one epoch, median seconds between an epoch's last
+    step and the next epoch's first beyond one step: its validation and epoch-end work), over
+    epochs 1..: a steadier split of the slope, which a few slow steps on a busy machine move."""
+    within, between = [], []
+    for (t0, e0), (t1, e1) in itertools.pairwise(steps):
+        if e0 >= 1:
+            (within if e1 == e0 else between).append(t1 - t0)
+    step = median(within)
+    return step, (median(between) - step) if between else float("nan")
 
 
 def quickstart_overrides(opts: Options) -> list[str]:
@@ -69,8 +91,10 @@ def quickstart_overrides(opts: Options) -> list[str]:
 
 
 def quickstart_run(opts: Options, variant: str = "default", repeat: int = 0) -> Any:
-    """One (cached) `train.py experiment=quickstart` run of `variant`, probe attached."""
-    return train_py([*quickstart_overrides(opts), *VARIANTS[variant]], opts, variant, repeat)
+    """One (cached) `train.py experiment=quickstart` run of `variant`, probe attached (timing
+    the pieces of each step in the default variant: a few µs a step)."""
+    overrides = [*quickstart_overrides(opts), *VARIANTS[variant]]
+    return train_py(overrides, opts, variant, repeat, parts=variant == "default")
 
 
 def plain_args(opts: Options, validate: bool = True) -> list[str]:
@@ -84,17 +108,28 @@ def plain_args(opts: Options, validate: bool = True) -> list[str]:
 def rows(opts: Options) -> list[Row]:
     names = SMOKE_VARIANTS if opts.smoke else list(VARIANTS)
     per_step: dict[str, list[float]] = {}
+    split: dict[str, list[tuple[float, float]]] = {}  # (in-epoch step, epoch end) per run
+    parts: dict[str, list[dict[str, float]]] = {"default": [], "plain": []}
     window = 0
     for repeat in range(opts.repeats):
         for name in names:
-            s, window = window_slope(quickstart_run(opts, name, repeat).probe["steps"])
+            probe = quickstart_run(opts, name, repeat).probe
+            s, window = window_slope(probe["steps"])
             per_step.setdefault(name, []).append(s)
+            split.setdefault(name, []).append(in_epoch_steps(probe["steps"]))
+            if "parts_ms" in probe:
+                parts[name].append(probe["parts_ms"])
         for name, validate in (("plain", True), ("plain_no_val", False)):
             if opts.smoke and not validate:
                 continue
             result = python_script("overhead.py", plain_args(opts, validate), opts, name, repeat)
             per_step.setdefault(name, []).append(window_slope(result["steps"])[0])
+            split.setdefault(name, []).append(in_epoch_steps(result["steps"]))
+            if validate:
+                parts[name].append(result["parts_ms"])
     ms = {k: 1000 * median(v) for k, v in per_step.items()}
+    step_ms = {k: 1000 * median([s for s, _ in v]) for k, v in split.items()}
+    epoch_end_ms = {k: 1000 * median([e for _, e in v]) for k, v in split.items()}
     raw = {k: [round(1000 * x, 2) for x in v] for k, v in per_step.items()}
     window_note = f"slope over {window} steps inside one run, median of {opts.repeats}"
     out = [
@@ -120,6 +155,25 @@ def rows(opts: Options) -> list[Row]:
             f"plain PyTorch loop, same model/data/augmentation/validation ({window_note})",
         ),
     ]
+    out += [
+        Row(
+            "overhead.step_ratio",
+            step_ms["default"] / step_ms["plain"],
+            "x",
+            f"median time between two steps of an epoch, train.py {step_ms['default']:.1f} ms / "
+            f"plain loop {step_ms['plain']:.1f} ms (epochs 1.., median of {opts.repeats})",
+            details={"step_ms": step_ms},
+        ),
+        Row(
+            "overhead.epoch_end",
+            epoch_end_ms["default"],
+            "ms/epoch",
+            f"validation and epoch-end work per epoch in train.py (plain loop: "
+            f"{epoch_end_ms['plain']:.0f} ms): checkpoint, metrics, plots, a new data iterator",
+            details={"epoch_end_ms": epoch_end_ms},
+        ),
+    ]
+    out += part_rows(parts)
     for name in ms:
         if name not in ("default", "plain"):
             out.append(
@@ -135,6 +189,59 @@ def rows(opts: Options) -> list[Row]:
         out[0].details["where_the_time_goes"] = breakdown
         opts.log("overhead, per step:\n  " + "\n  ".join(breakdown))
     return out
+
+
+def model_normalised(parts: dict[str, float]) -> float:
+    """A step's time over its model's forward + backward, the same work in both loops: a
+    yardstick timed in the same run, so a machine that runs faster or slower for a while
+    (this one does, by up to a third) moves both alike."""
+    return parts["step"] / (parts["forward"] + parts["backward"])
+
+
+def part_rows(parts: dict[str, list[dict[str, float]]]) -> list[Row]:
+    """The framework's cost per step normalised by the model's own work, then ms per step of
+    each piece of a training step in train.py (the probe's `StepParts`), next to the plain
+    loop's same piece; medians over the repeats."""
+    if not parts["default"] or not parts["plain"]:
+        return []
+    ours = {k: median([p[k] for p in parts["default"]]) for k in parts["default"][0]}
+    plain = {k: median([p[k] for p in parts["plain"]]) for k in parts["plain"][0]}
+    ratios = [
+        model_normalised(a) / model_normalised(b)
+        for a, b in zip(parts["default"], parts["plain"], strict=True)
+    ]
+    normalised = Row(
+        "overhead.normalised_ratio",
+        median(ratios),
+        "x",
+        "train.py's step / the plain loop's, each over its own model forward + backward "
+        f"(steadier than overhead.ratio on a machine whose speed drifts; median of "
+        f"{len(ratios)})",
+        "<= 1.05",
+        {"per_repeat": [round(r, 3) for r in ratios]},
+    )
+    what = {
+        "fetch": "the next batch from the DataLoader (Lightning: its fetcher)",
+        "transfer_and_batch_hooks": "to the device and the batch hooks: crop/flip/resize",
+        "forward": "the model's forward",
+        "loss_metrics_logging": "training_step less the forward: loss, train metrics, self.log",
+        "of_which_self_log": "Lightning's self.log of the step loss",
+        "backward": "loss.backward()",
+        "optimizer": "optimizer step, zero_grad (Lightning: and its closure)",
+        "loop_and_callbacks": "the rest of a step: Lightning's loop, hooks, callbacks",
+        "step": "a whole training step",
+    }
+    return [normalised] + [
+        Row(
+            f"overhead.part.{name}",
+            value,
+            "ms/step",
+            f"{what.get(name, name)}; plain loop: "
+            + (f"{plain[name]:.2f}" if name in plain else "none"),
+            details={"plain_ms": plain.get(name)},
+        )
+        for name, value in ours.items()
+    ]
 
 
 def explain(ms: dict[str, float]) -> list[str]:
@@ -277,21 +384,36 @@ def plain_loop(
     scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total)
 
     steps: list[list[float]] = []
+    parts = dict.fromkeys(PLAIN_PARTS, 0.0)  # seconds in epochs 1.., as the probe's StepParts
+    timed_steps = 0
     val_acc = float("nan")
     for epoch in range(epochs):
         model.train()
-        for i, (x, y) in enumerate(train):
-            if i == per_epoch:
-                break
+        batches = iter(train)
+        for _ in range(per_epoch):
+            t0 = time.perf_counter()
+            x, y = next(batches)
+            t1 = time.perf_counter()
             steps.append([time.time() - t_start, epoch])
             if batched:
                 x = train_tf(x)
+            t2 = time.perf_counter()
             logits = model(pixel_values=x).logits
+            t3 = time.perf_counter()
             loss = F.cross_entropy(logits, y, label_smoothing=module_cfg.label_smoothing)
+            t4 = time.perf_counter()
             loss.backward()
+            t5 = time.perf_counter()
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            t6 = time.perf_counter()
+            if epoch >= 1 or epochs == 1:
+                timed_steps += 1
+                for name, a, b in zip(
+                    PLAIN_PARTS, (t0, t1, t2, t3, t4, t5), (t1, t2, t3, t4, t5, t6)
+                ):
+                    parts[name] += b - a
         if validate:
             model.eval()
             correct = seen = 0
@@ -303,7 +425,14 @@ def plain_loop(
                     correct += int((model(pixel_values=x).logits.argmax(-1) == y).sum())
                     seen += len(y)
             val_acc = correct / max(seen, 1)
-    return {"steps": steps, "val_acc": val_acc, "train_loss": float(loss.detach())}
+    parts_ms = {k: 1000 * v / max(timed_steps, 1) for k, v in parts.items()}
+    parts_ms["step"] = sum(parts_ms.values())
+    return {
+        "steps": steps,
+        "val_acc": val_acc,
+        "train_loss": float(loss.detach()),
+        "parts_ms": parts_ms,
+    }
 
 
 def main() -> None:

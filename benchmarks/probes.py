@@ -9,14 +9,18 @@ It writes one JSON file when the run ends: seconds from process start (`BENCH_T0
 `time.time()` the benchmark took just before starting the process; else the process's creation
 time) to each phase (callbacks built, setup, sanity check, first training step, end), the time
 and epoch of every training step, RSS (and anonymous RSS) after every training epoch, and the predict window
-(start, end, inputs) of eval-only runs.
+(start, end, inputs) of eval-only runs. With `parts: true` it also times the pieces of each
+training step (`StepParts`): where `train.py`'s time goes, next to the plain loop's own timings.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
+from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +66,12 @@ class Probe(L.Callback):
 
     Args:
         path: JSON file to write when the run ends (fit, test or predict).
+        parts: Also time the pieces of every training step (`StepParts`; a few µs a step).
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, parts: bool = False):
         self.path = Path(path)
+        self.parts = StepParts() if parts else None
         self.t0 = process_start()
         # marks: seconds from process start to each phase (the first time it is reached)
         self.data: dict[str, Any] = {
@@ -84,6 +90,8 @@ class Probe(L.Callback):
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         self.mark(f"{getattr(stage, 'value', stage)}_setup")  # Lightning passes a str enum
+        if self.parts is not None and stage == "fit":
+            self.parts.install(trainer, pl_module)
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self.mark("fit_start")
@@ -114,5 +122,101 @@ class Probe(L.Callback):
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
         self.mark(f"{getattr(stage, 'value', stage)}_end")
+        if self.parts is not None and stage == "fit":
+            self.parts.remove()
+            self.data["parts_ms"] = self.parts.per_step_ms()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps(self.data))
+
+
+class StepParts:
+    """Wall time of the pieces of each training step, per epoch, by wrapping the functions that
+    do them (Lightning's loop, the module's step, the model, `Tensor.backward`). Only calls made
+    while the trainer is training count (validation calls the same transfer and forward).
+
+    `per_step_ms()`: ms per step of each piece, averaged over epochs 1.. (epoch 0 fills caches),
+    in the plain loop's categories (`overhead.plain_loop` times its own the same way).
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        self.steps: dict[int, int] = defaultdict(int)
+        self.undo: list[Callable[[], None]] = []
+
+    def install(self, trainer: Any, pl_module: Any) -> None:
+        import torch
+        from lightning.pytorch.loops.fetchers import _PrefetchDataFetcher
+        from lightning.pytorch.loops.training_epoch_loop import _TrainingEpochLoop
+        from lightning.pytorch.strategies import Strategy
+
+        self.trainer = trainer
+        self.wrap(_TrainingEpochLoop, "advance", "cycle", count=True)
+        self.wrap(_PrefetchDataFetcher, "__next__", "fetch")
+        self.wrap(Strategy, "batch_to_device", "transfer")
+        self.wrap(Strategy, "optimizer_step", "optimizer_step")
+        self.wrap(pl_module, "training_step", "training_step")
+        self.wrap(pl_module, "log", "log")
+        self.wrap(torch.Tensor, "backward", "backward")
+        model = getattr(pl_module, "model", None)
+        if isinstance(model, torch.nn.Module):
+            self.wrap(model, "forward", "forward")
+
+    def wrap(self, owner: Any, name: str, part: str, count: bool = False) -> None:
+        original = getattr(owner, name)
+        had_own = isinstance(owner, type) or name in vars(owner)
+        seconds, steps, trainer = self.seconds, self.steps, self.trainer
+
+        @functools.wraps(original)  # Lightning inspects hook signatures
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if not trainer.training:
+                return original(*args, **kwargs)
+            epoch = trainer.current_epoch  # read first: the call may end the epoch
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                seconds[epoch][part] += time.perf_counter() - start
+                if count:
+                    steps[epoch] += 1
+
+        setattr(owner, name, timed)
+        if had_own:
+            self.undo.append(lambda: setattr(owner, name, original))
+        else:  # an instance's bound method: drop the wrapper, the class's method shows again
+            self.undo.append(lambda: delattr(owner, name))
+
+    def remove(self) -> None:
+        while self.undo:
+            self.undo.pop()()
+
+    def per_step_ms(self) -> dict[str, float]:
+        epochs = [e for e in self.seconds if e >= 1 and self.steps[e]] or list(self.seconds)
+        steps = sum(self.steps[e] for e in epochs)
+        if not steps:
+            return {}
+        s = {k: 1000 * sum(self.seconds[e][k] for e in epochs) / steps for k in PART_KEYS}
+        step_other = s["training_step"] - s["forward"]
+        return {
+            "fetch": s["fetch"],
+            "transfer_and_batch_hooks": s["transfer"],
+            "forward": s["forward"],
+            "loss_metrics_logging": step_other,
+            "of_which_self_log": s["log"],
+            "backward": s["backward"],
+            # the optimizer's own step, zero_grad and Lightning's closure around the two above
+            "optimizer": s["optimizer_step"] - s["training_step"] - s["backward"],
+            "loop_and_callbacks": s["cycle"] - s["fetch"] - s["transfer"] - s["optimizer_step"],
+            "step": s["cycle"],
+        }
+
+
+PART_KEYS = (
+    "cycle",
+    "fetch",
+    "transfer",
+    "optimizer_step",
+    "training_step",
+    "log",
+    "backward",
+    "forward",
+)

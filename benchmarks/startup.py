@@ -2,8 +2,10 @@
 
 Read by the probe callback at the first `on_train_batch_start` of the quickstart runs that the
 overhead benchmark makes anyway (median over them). Phases in between come from the probe's
-marks; the full mode adds a `python -X importtime` run and prints the packages whose imports
-cost most (self time, summed per top-level package).
+marks. `startup.import_floor` times a bare interpreter importing the third-party packages
+`train.py` needs (the part of start-up no change to this repo can remove); the full mode adds a
+`python -X importtime` run and prints the packages whose imports cost most (self time, summed
+per top-level package).
 
     python benchmarks/startup.py [--smoke]
 """
@@ -12,12 +14,13 @@ from __future__ import annotations
 
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import Options, Row, median, standalone, train_py
+from benchmarks.common import Failed, Options, Row, median, run_process, standalone, train_py
 from benchmarks.overhead import quickstart_run
 
 # Phases of the probe's marks, in order: (mark that ends it, what happened before it)
@@ -28,6 +31,24 @@ PHASES = [
     ("sanity_check_end", "sanity-check validation"),
     ("first_step", "train loader, first batch"),
 ]
+
+
+# What train.py imports before its first step, whatever it does itself: Lightning (which imports
+# torchmetrics, and with it torchvision, torch._dynamo, scipy.signal and matplotlib), the models'
+# library, the datasets library and the config system.
+FLOOR = "import lightning, transformers, datasets, hydra"
+# ... imported as train.py imports them: with the garbage collector paused, then frozen (with it
+# running, the same imports take 2-4 s longer here).
+FLOOR_CODE = f"import gc; gc.disable(); {FLOOR}; gc.freeze()"
+
+
+def import_floor(opts: Options, repeat: int) -> float:
+    """Seconds for a fresh interpreter to import `FLOOR` and exit."""
+    folder = Path(tempfile.mkdtemp(prefix=f"import_floor{repeat}_", dir=opts.workdir))
+    result = run_process([sys.executable, "-c", FLOOR_CODE], folder / "output.log")
+    if result.returncode != 0:
+        raise Failed(f"python -c {FLOOR_CODE!r} exited {result.returncode}:\n{result.output_tail}")
+    return result.wall_s
 
 
 def import_costs(log_text: str, top: int = 10) -> list[tuple[str, float]]:
@@ -63,6 +84,17 @@ def rows(opts: Options) -> list[Row]:
         )
     ]
     opts.log("start-up phases (s): " + ", ".join(f"{k}: {v}" for k, v in phases.items()))
+    floor = median([import_floor(opts, r) for r in range(opts.repeats)])
+    out.append(
+        Row(
+            "startup.import_floor",
+            floor,
+            "s",
+            f"python -c '{FLOOR}' (garbage collector paused, as train.py does): the "
+            f"third-party imports train.py cannot start without (median of {opts.repeats}); "
+            f"the rest of start-up, {median(first) - floor:.1f} s, is train.py's own",
+        )
+    )
     if not opts.smoke:  # one more run, under -X importtime (which slows imports a little)
         run = train_py(
             ["experiment=quickstart", "trainer.max_steps=1", "test_after_fit=false"],

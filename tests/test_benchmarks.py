@@ -11,7 +11,7 @@ import pytest
 
 from benchmarks.gpu_throughput import TINY, counted_train_flops, vit_train_flops
 from benchmarks.memory import growth_per_epoch
-from benchmarks.overhead import window_slope
+from benchmarks.overhead import in_epoch_steps, model_normalised, window_slope
 from benchmarks.startup import import_costs
 from tests.conftest import ROOT
 
@@ -20,7 +20,25 @@ SMOKE_ROWS = [
     "overhead.ratio",
     "overhead.train_py_step",
     "overhead.plain_step",
+    "overhead.step_ratio",
+    "overhead.epoch_end",
+    "overhead.normalised_ratio",
+    *(
+        f"overhead.part.{part}"
+        for part in (
+            "fetch",
+            "transfer_and_batch_hooks",
+            "forward",
+            "loss_metrics_logging",
+            "of_which_self_log",
+            "backward",
+            "optimizer",
+            "loop_and_callbacks",
+            "step",
+        )
+    ),
     "startup.first_step",
+    "startup.import_floor",
     "pipeline.classification_384",
     "pipeline.classification_384.cores_for_3000",
     "pipeline.depth_480x640",
@@ -80,6 +98,19 @@ def test_window_slope_spans_whole_epochs() -> None:
     assert per_step == pytest.approx((6 * 1.0 + 2 * 5.0) / 6)
     with pytest.raises(ValueError):
         window_slope(steps[:6])  # two epochs: no window
+    # the same steps split: 1 s between two steps of an epoch, 5 s more at each epoch's end
+    # (epoch 0 left out: the slow first steps of a run)
+    for later in steps[5:]:  # the second step of epoch 1 took 30 s: it moves neither median
+        later[0] += 30.0
+    assert in_epoch_steps(steps) == pytest.approx((1.0, 5.0))
+
+
+def test_the_normalised_ratio_cancels_a_machine_running_slower() -> None:
+    plain = {"step": 17.0, "forward": 6.0, "backward": 8.0}
+    slowed = {k: 1.3 * v for k, v in plain.items()}  # the same loop, a third slower
+    assert model_normalised(slowed) / model_normalised(plain) == pytest.approx(1.0)
+    framework = {**plain, "step": 20.5}  # 3.5 ms more per step around the same model
+    assert model_normalised(framework) / model_normalised(plain) == pytest.approx(20.5 / 17.0)
 
 
 def test_analytic_vit_flops_match_the_flop_counter() -> None:

@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -53,6 +54,57 @@ def test_fit_then_test_writes_the_run_folder(make_config, tiny_dir: Path, tmp_pa
 
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["state_dict"]["model.classifier.weight"].shape[0] == NUM_LABELS
+
+
+class StepLossRecorder(L.Callback):
+    """Writes, after every training step, the step's loss and the `train/loss` callbacks see."""
+
+    def __init__(self, path: str):
+        self.path, self.steps = Path(path), []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        seen = trainer.callback_metrics.get("train/loss")
+        self.steps.append(
+            {
+                "epoch": trainer.current_epoch,
+                "last_batch": trainer.is_last_batch,
+                "loss": float(pl_module.last_loss),
+                "seen": None if seen is None else float(seen),
+            }
+        )
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.path.write_text(json.dumps(self.steps))
+
+
+def test_the_step_loss_reaches_loggers_and_callbacks_as_if_logged_every_step(
+    make_config, tiny_dir: Path, tmp_path: Path
+) -> None:
+    """`train/loss` is `self.log`ged only when something reads it (`_logs_step_loss`): the CSV
+    logger still gets every `log_every_n_steps`-th step's loss, and callbacks find one from the
+    first step on and the last step's at each epoch's end."""
+    record = tmp_path / "steps.json"
+    cfg = make_config(
+        "task=vit_cifar10",
+        *classification_overrides(tiny_dir),
+        "trainer.max_epochs=3",
+        "trainer.log_every_n_steps=4",
+        "test_after_fit=false",
+        f"+callbacks.recorder={{_target_: {__name__}.StepLossRecorder, path: '{record}'}}",
+    )
+    run(cfg)
+    steps = json.loads(record.read_text())
+    assert len(steps) >= 12 and sum(s["last_batch"] for s in steps) == 3
+    assert all(s["seen"] is not None for s in steps)  # from the first step on
+    for i, s in enumerate(steps):
+        if (i + 1) % 4 == 0 or s["last_batch"]:
+            assert s["seen"] == pytest.approx(s["loss"]), i
+    rows = csv.DictReader((tmp_path / "run" / "csv" / "metrics.csv").open())
+    logged = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
+    expected = [s["loss"] for i, s in enumerate(steps) if (i + 1) % 4 == 0]
+    assert logged == pytest.approx(expected)
+    # the others are not read back on each step: a later step's value shows somewhere
+    assert any(s["seen"] != pytest.approx(s["loss"]) for s in steps)
 
 
 def test_resume_and_evaluate_a_checkpoint(make_config, tiny_dir: Path, tmp_path: Path) -> None:

@@ -73,8 +73,10 @@ def test_compiled_model_learns(make_config) -> None:
     assert metrics["test/acc"] >= 0.5, metrics  # chance is 0.1
 
 
-# Tensor reads that make the host wait for an accelerator to finish its queued work.
+# Tensor reads that make the host wait for an accelerator to finish its queued work, and ops
+# whose output size depends on the values (the host must read it before allocating).
 SYNCS = {"item", "tolist", "__bool__", "__float__", "__int__", "__index__", "numpy", "cpu"}
+SYNCS |= {"unique", "unique_consecutive", "nonzero", "argwhere", "masked_select", "bincount"}
 # Where a read is fine: on the CPU before the batch moves (the DataLoader, the draws of
 # `draw_boxes`), and the NaN guard, which on the CPU reads every step (on a GPU every
 # `log_every_n_steps`).

@@ -180,7 +180,9 @@ class ProgressBar(RichProgressBar):
         """Lightning's progress-bar metrics and the last step's `train/loss`, read from the
         device only here, when a line or a redraw shows it (see `TaskModule.training_step`)."""
         metrics = super().get_metrics(trainer, pl_module)
-        loss = trainer.callback_metrics.get("train/loss")
+        loss = getattr(pl_module, "last_loss", None)
+        if not isinstance(loss, torch.Tensor):  # a module of another kind: what it logged
+            loss = trainer.callback_metrics.get("train/loss")
         if isinstance(loss, torch.Tensor):
             metrics["train/loss"] = loss.item()
         return metrics

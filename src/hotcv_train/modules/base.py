@@ -70,6 +70,7 @@ class TaskModule(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.compile_model, self.channels_last = compile, channels_last
         self._nonfinite: torch.Tensor | None = None
+        self.last_loss: torch.Tensor | None = None  # the last step's, for the progress bar
         self.train_loss, self.val_loss, self.test_loss = mean(), mean(), mean()
         # How many samples an evaluation saw, summed over ranks: proof that none was dropped
         # or counted twice when the data was sharded.
@@ -146,12 +147,29 @@ class TaskModule(L.LightningModule):
             return None  # every input of this batch was undecodable
         loss = self.step(batch, "train")
         self._check_finite(loss, batch_idx)
-        # Not prog_bar=True: Lightning would read it back from the device after every batch
-        # (the host waits for the device each step); `callbacks.ProgressBar` reads it when shown.
-        self.log("train/loss", loss, on_step=True, on_epoch=False)
-        self.train_loss.update(loss.detach())
+        self.last_loss = loss.detach()
+        if self._logs_step_loss(batch_idx):
+            # Not prog_bar=True: Lightning would read it back from the device after every
+            # batch; `callbacks.ProgressBar` reads `last_loss` when it redraws.
+            self.log("train/loss", loss, on_step=True, on_epoch=False)
+        self.train_loss.update(self.last_loss)
         self.log_epoch({"train/loss_epoch": self.train_loss})
         return loss
+
+    def _logs_step_loss(self, batch_idx: int) -> bool:
+        """Whether to `self.log` this step's `train/loss`: on the steps Lightning writes step
+        values to the loggers (every `trainer.log_every_n_steps`), and on each epoch's first
+        and last steps and the run's last (`max_steps`), so callbacks always find it and read
+        the last step's at an epoch's end. A `self.log` costs ~0.8 ms of Python (4 % of the
+        quickstart's step); on the other steps nothing would read it.
+        """
+        trainer = self.trainer
+        if trainer.fast_dev_run or batch_idx == 0 or trainer.is_last_batch:
+            return True
+        if 0 < trainer.max_steps <= trainer.global_step + 1:
+            return True
+        # Lightning's own test (private; if it moves, log every step as before)
+        return getattr(trainer._logger_connector, "should_update_logs", True)
 
     def log_epoch(
         self,
