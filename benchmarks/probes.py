@@ -115,7 +115,7 @@ class Probe(L.Callback):
         self.data["predict"] = {"start_s": self.mark("predict_start"), "inputs": 0}
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, *args) -> None:
-        self.data["predict"]["inputs"] += len(batch)
+        self.data["predict"]["inputs"] += count_inputs(batch)
 
     def on_predict_epoch_end(self, trainer, pl_module) -> None:
         self.data["predict"]["end_s"] = time.time() - self.t0
@@ -127,6 +127,16 @@ class Probe(L.Callback):
             self.data["parts_ms"] = self.parts.per_step_ms()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps(self.data))
+
+
+def count_inputs(batch: Any) -> int:
+    """Inputs in a predict batch: eval-only tasks batch `{"samples": [...], "skipped": n}`
+    (`images.collate_list`); otherwise the length of its first tensor or list."""
+    if isinstance(batch, dict):
+        if "samples" in batch:
+            return len(batch["samples"]) + int(batch.get("skipped", 0))
+        batch = next((v for v in batch.values() if hasattr(v, "__len__")), [])
+    return len(batch)
 
 
 class StepParts:

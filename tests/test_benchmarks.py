@@ -8,10 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchmarks.gpu_throughput import TINY, counted_train_flops, vit_train_flops
 from benchmarks.memory import growth_per_epoch
 from benchmarks.overhead import in_epoch_steps, model_normalised, window_slope
+from benchmarks.probes import count_inputs
 from benchmarks.startup import import_costs
 from tests.conftest import ROOT
 
@@ -83,6 +85,9 @@ def test_smoke_run_writes_every_row(tmp_path: Path) -> None:
     gpu = next(r for r in results["rows"] if r["name"] == "gpu.cpu_smoke")
     assert gpu["details"]["train_py"][0]["img_per_s"] > 0  # the train.py leg ran too
     assert "| overhead.ratio |" in done.stdout  # the table is printed
+    for row in results["rows"]:  # each eval run counted every input once, whatever its batch
+        if row["name"].startswith("eval."):
+            assert row["details"]["inputs"] == 8, row
 
 
 def test_window_slope_spans_whole_epochs() -> None:
@@ -103,6 +108,12 @@ def test_window_slope_spans_whole_epochs() -> None:
     for later in steps[5:]:  # the second step of epoch 1 took 30 s: it moves neither median
         later[0] += 30.0
     assert in_epoch_steps(steps) == pytest.approx((1.0, 5.0))
+
+
+def test_predict_batches_are_counted_in_inputs() -> None:
+    assert count_inputs({"samples": [{}, {}, {}], "skipped": 1}) == 4  # eval-only tasks
+    assert count_inputs({"pixel_values": torch.zeros(5, 3, 8, 8), "id": list("abcde")}) == 5
+    assert count_inputs([torch.zeros(2), torch.zeros(2)]) == 2
 
 
 def test_the_normalised_ratio_cancels_a_machine_running_slower() -> None:
