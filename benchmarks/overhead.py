@@ -6,7 +6,10 @@ split after every epoch. Per-step time is the slope between two step counts insi
 the first step of epoch 1 to the first step of the last epoch (so start-up, epoch 0's warm-up
 and the end of the run are outside the window, and every epoch inside it pays its validation,
 checkpoints and plots once). `train.py` steps are timed by the probe callback, the plain loop
-times its own.
+times its own. Both also time the pieces of each step (fetch, transfer, forward, loss and
+metrics, backward, optimizer, the rest): `overhead.part.*` side by side, and
+`overhead.normalised_ratio`, each loop's step over its own model forward + backward, which a
+machine running faster or slower between the two runs leaves unchanged.
 
     python benchmarks/overhead.py [--smoke]          # the rows alone
     python benchmarks/overhead.py --plain --epochs 8 --json out.json   # the plain loop alone
