@@ -84,15 +84,15 @@ def test_the_step_loss_reaches_loggers_and_callbacks_as_if_logged_every_step(
     logger still gets every `log_every_n_steps`-th step's loss, and callbacks find one from the
     first step on and the last step's at each epoch's end."""
     record = tmp_path / "steps.json"
-    cfg = make_config(
+    cfg_overrides = [
         "task=vit_cifar10",
         *classification_overrides(tiny_dir),
         "trainer.max_epochs=3",
         "trainer.log_every_n_steps=4",
         "test_after_fit=false",
         f"+callbacks.recorder={{_target_: {__name__}.StepLossRecorder, path: '{record}'}}",
-    )
-    run(cfg)
+    ]
+    run(make_config(*cfg_overrides))
     steps = json.loads(record.read_text())
     assert len(steps) >= 12 and sum(s["last_batch"] for s in steps) == 3
     assert all(s["seen"] is not None for s in steps)  # from the first step on
@@ -105,6 +105,12 @@ def test_the_step_loss_reaches_loggers_and_callbacks_as_if_logged_every_step(
     assert logged == pytest.approx(expected)
     # the others are not read back on each step: a later step's value shows somewhere
     assert any(s["seen"] != pytest.approx(s["loss"]) for s in steps)
+
+    # A run stopped mid-epoch by max_steps reports its last step's loss.
+    metrics = run(make_config(*cfg_overrides, "trainer.max_steps=3"))
+    steps = json.loads(record.read_text())
+    assert len(steps) == 3 and not steps[-1]["last_batch"]
+    assert metrics["train/loss"] == pytest.approx(steps[-1]["loss"])
 
 
 def test_resume_and_evaluate_a_checkpoint(make_config, tiny_dir: Path, tmp_path: Path) -> None:
